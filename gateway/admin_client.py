@@ -1,0 +1,47 @@
+"""A small client of the admin API, used by the CLI (URL and token from flags or environment)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+URL_ENV = "CLIFFGUARD_URL"
+TOKEN_ENV = "CLIFFGUARD_TOKEN"
+
+
+class AdminError(Exception):
+    pass
+
+
+class AdminClient:
+    def __init__(self, url: str | None = None, token: str | None = None, timeout_s: float = 10.0) -> None:
+        self.url = (url or os.environ.get(URL_ENV) or "http://127.0.0.1:8080").rstrip("/")
+        token = token or os.environ.get(TOKEN_ENV)
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s, trust_env=False)
+
+    def _call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            r = self._http.request(method, path, **kw)
+        except httpx.HTTPError as e:
+            raise AdminError(f"cannot reach the gateway at {self.url}: {e}") from None
+        if r.status_code >= 400:
+            try:
+                msg = r.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                msg = r.text[:300]
+            raise AdminError(f"{r.status_code}: {msg}")
+        return r.json()
+
+    def state(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/admin/state")
+        return result
+
+    def set_split(self, alias: str, candidate: str | None, weight_pct: float, reason: str | None) -> dict[str, Any]:
+        result: dict[str, Any] = self._call(
+            "PUT", f"/admin/aliases/{alias}/split",
+            json={"candidate": candidate, "weight_pct": weight_pct, "reason": reason},
+        )
+        return result

@@ -1,0 +1,59 @@
+"""Everything a gateway process holds while it runs, built in the app's lifespan."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from redis.exceptions import RedisError
+
+from gateway.auth import Authenticator
+from gateway.bootstrap import apply_declared, declared_state
+from gateway.config import Settings
+from gateway.embedded_redis import EmbeddedRedis
+from gateway.upstream import Backends
+from monitoring import metrics as m
+from router.live_state import LiveState
+from router.state import RoutingSnapshot
+from router.store import StateStore, connect
+
+
+def _export_state(snap: RoutingSnapshot) -> None:
+    m.STATE_REVISION.set(snap.revision)
+    for a in snap.aliases.values():
+        m.CANDIDATE_WEIGHT.labels(a.name).set(a.effective_weight_bp() / 10_000)
+
+
+@dataclass
+class GatewayContext:
+    settings: Settings
+    store: StateStore
+    state: LiveState
+    backends: Backends
+    auth: Authenticator
+    embedded: EmbeddedRedis | None = None
+
+    @classmethod
+    async def start(cls, settings: Settings) -> GatewayContext:
+        embedded = None
+        url = settings.redis_url
+        if not url:  # run in-process without `cliffguard serve`: own the embedded Redis here
+            embedded = EmbeddedRedis(settings.data_dir / "redis")
+            url = embedded.url
+        store = StateStore(connect(url), settings.key_prefix)
+        declared = declared_state(settings)
+        # Redis down at startup: LiveState serves the declared state until it returns
+        with contextlib.suppress(RedisError, OSError):
+            await apply_declared(store, declared)
+        state = LiveState(store, settings.state_refresh_s, on_change=_export_state,
+                          on_redis_status=lambda ok: m.REDIS_UP.set(1 if ok else 0))
+        await state.start(seed=declared)
+        return cls(settings, store, state, Backends(settings.timeouts, settings.limits),
+                   Authenticator(settings.auth), embedded)
+
+    async def stop(self) -> None:
+        await self.state.stop()
+        await self.backends.aclose()
+        await self.store.redis.aclose()
+        if self.embedded:
+            self.embedded.close()

@@ -1,0 +1,338 @@
+"""The OpenAI-compatible proxy: `POST /v1/chat/completions` and `POST /v1/completions`.
+
+A raw ASGI handler (no framework on the hot path). Per request: authenticate, read and check the body,
+pick the arm (sticky split), forward to the version's backend, relay the answer, then record metrics
+after the client has its last byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway.auth import Authenticator, Identity
+from gateway.config import Settings
+from gateway.errors import GatewayError, bad_request, model_not_found, sse_error_event, unauthorized
+from gateway.openai_request import CHAT, OpenAIRequest, parse, upstream_body
+from gateway.sse import StreamScanner
+from gateway.upstream import UPSTREAM_ERRORS, Backends, Failure, classify
+from monitoring import metrics as m
+from router.live_state import LiveState
+from router.split import Arm, choose_arm, stickiness_key
+from router.state import AliasState, VersionRecord
+
+log = logging.getLogger("cliffguard.proxy")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+PATHS = {CHAT: "/chat/completions", "completions": "/completions"}
+_HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server", b"te",
+     b"trailer", b"upgrade", b"proxy-authenticate", b"proxy-connection", b"content-encoding"}
+)
+FORCE_HEADER = "x-cliffguard-version"
+FORCED = "forced"
+
+
+@dataclass(slots=True)
+class Exchange:
+    """What one request did, for the response headers and the metrics recorded afterwards."""
+
+    t0: float
+    req: OpenAIRequest
+    alias: AliasState
+    version: VersionRecord
+    arm: str
+    request_id: str
+    upstream_s: float = 0.0  # time the backend held the request before its response head
+    status: int = 0
+    ttft_s: float | None = None
+    usage: dict[str, Any] | None = None
+    fallback_from: str | None = None
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+class ClientGone(Exception):
+    """The client disconnected; the upstream request is being cancelled."""
+
+
+class ProxyHandler:
+    def __init__(self, settings: Settings, state: LiveState, backends: Backends, auth: Authenticator) -> None:
+        self.settings = settings
+        self.state = state
+        self.backends = backends
+        self.auth = auth
+        self.max_body = settings.limits.max_body_bytes
+        self.sticky_order = settings.routing.sticky_keys
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send, endpoint: str) -> None:
+        t0 = time.perf_counter()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        request_id = headers.get("x-request-id") or os.urandom(12).hex()
+        try:
+            ident = self.auth.client(headers.get("authorization"))
+            if ident is None:
+                raise unauthorized()
+            raw = await _read_body(receive, headers, self.max_body)
+            req = parse(raw, endpoint)
+            ex = self._route(req, headers, ident, t0, request_id)
+        except GatewayError as e:
+            m.REJECTED.labels(e.code or e.type).inc()
+            await _send_error(send, e, [(b"x-request-id", request_id.encode("latin-1"))])
+            return
+        except ClientGone:
+            return
+        await self._serve(ex, receive, send)
+
+    # -- routing ---------------------------------------------------------------------------------
+
+    def _route(
+        self, req: OpenAIRequest, headers: dict[str, str], ident: Identity, t0: float, request_id: str
+    ) -> Exchange:
+        snap = self.state.snapshot
+        alias = snap.aliases.get(req.model)
+        if alias is None:
+            raise model_not_found(req.model)
+        forced = headers.get(FORCE_HEADER)
+        if forced:
+            if not ident.is_admin:
+                raise GatewayError(403, f"The {FORCE_HEADER} header needs an admin token.",
+                                   "permission_error", FORCE_HEADER, "forbidden")
+            version = snap.versions.get(forced)
+            if version is None:
+                raise bad_request(f"Unknown version {forced!r} in {FORCE_HEADER}.", FORCE_HEADER, "unknown_version")
+            arm = FORCED
+        else:
+            weight = alias.effective_weight_bp()
+            key = stickiness_key(self.sticky_order, headers, req.body) if weight else None
+            # no stickiness key: a per-request coin (the request id is random)
+            arm = choose_arm(alias.name, alias.rollout_id, key or request_id, weight).value
+            name = alias.candidate if arm == Arm.CANDIDATE and alias.candidate else alias.stable
+            version = snap.versions.get(name)
+            if version is None:
+                raise GatewayError(503, f"Version {name!r} of `{alias.name}` is not registered.",
+                                   "server_error", None, "version_missing")
+        return Exchange(t0, req, alias, version, arm, request_id)
+
+    # -- forwarding ------------------------------------------------------------------------------
+
+    async def _serve(self, ex: Exchange, receive: Receive, send: Send) -> None:
+        m.IN_FLIGHT.labels(ex.alias.name).inc()
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = _DisconnectWatcher(receive, task)
+        resp: aiohttp.ClientResponse | None = None
+        try:
+            opened = await self._open_upstream(ex)
+            if isinstance(opened, GatewayError):
+                ex.status = opened.status
+                watcher.stop()
+                await _send_error(send, opened, self._our_headers(ex))
+            else:
+                resp = opened
+                if ex.req.stream and resp.status == 200:
+                    await self._relay_stream(ex, resp, send, watcher)
+                else:
+                    await self._relay_body(ex, resp, send, watcher)
+        except asyncio.CancelledError:
+            if not watcher.fired:
+                raise
+            task.uncancel()
+            m.CLIENT_DISCONNECTS.labels(ex.alias.name, ex.version.name).inc()
+            ex.status = 499  # nginx's "client closed request"
+        finally:
+            watcher.stop()
+            if resp is not None:
+                # a finished answer returns its connection to the pool; an unfinished one (client gone,
+                # backend failed) drops it, which makes the backend abort the generation
+                if watcher.fired or ex.status >= 500:
+                    resp.close()
+                else:
+                    resp.release()
+            m.IN_FLIGHT.labels(ex.alias.name).dec()
+        self._record(ex)
+
+    async def _open_upstream(self, ex: Exchange) -> aiohttp.ClientResponse | GatewayError:
+        """Send to the chosen version; a candidate failing before its first byte is retried on stable."""
+        path = PATHS[ex.req.endpoint]
+        err: BaseException | None = None
+        while True:
+            t_sent = time.perf_counter()
+            try:
+                resp = await self.backends.send(ex.version, path, upstream_body(ex.req, ex.version.model))
+                failure = Failure.HTTP_5XX if resp.status >= 500 else None
+            except UPSTREAM_ERRORS as e:
+                resp, failure, err = None, classify(e), e
+            ex.upstream_s = time.perf_counter() - t_sent
+            if failure is None:
+                assert resp is not None
+                return resp
+            m.UPSTREAM_ERRORS.labels(ex.alias.name, ex.version.name, failure.value).inc()
+            stable = self.state.snapshot.versions.get(ex.alias.stable)
+            if ex.arm == Arm.CANDIDATE and stable is not None and ex.fallback_from is None:
+                if resp is not None:
+                    resp.close()
+                m.FALLBACKS.labels(ex.alias.name, ex.version.name, stable.name, failure.value).inc()
+                log.warning("candidate %s failed (%s); retrying on stable %s", ex.version.name, failure,
+                            stable.name)
+                ex.fallback_from, ex.version, ex.arm = ex.version.name, stable, Arm.STABLE.value
+                continue
+            if resp is not None:  # stable's own 5xx answer goes to the client as the backend wrote it
+                return resp
+            return GatewayError(
+                504 if failure == Failure.TIMEOUT else 502,
+                f"Backend for `{ex.alias.name}` ({ex.version.name}) is unavailable: "
+                f"{failure.value} ({type(err).__name__}).", "upstream_error", None, f"upstream_{failure.value}")
+
+    def _our_headers(self, ex: Exchange) -> list[tuple[bytes, bytes]]:
+        overhead_ms = ((time.perf_counter() - ex.t0) - ex.upstream_s) * 1000
+        m.OVERHEAD.labels(ex.alias.name).observe(overhead_ms / 1000)
+        return [
+            (b"x-cliffguard-version", ex.version.name.encode()),
+            (b"x-cliffguard-arm", ex.arm.encode()),
+            (b"x-cliffguard-overhead-ms", f"{overhead_ms:.3f}".encode()),
+            (b"x-request-id", ex.request_id.encode("latin-1")),
+        ]
+
+    def _start(self, ex: Exchange, resp: aiohttp.ClientResponse, extra: list[tuple[bytes, bytes]]) -> Message:
+        ex.status = resp.status
+        upstream = [(k, v) for k, v in resp.raw_headers if k.lower() not in _HOP_BY_HOP]
+        return {"type": "http.response.start", "status": resp.status,
+                "headers": upstream + extra + self._our_headers(ex)}
+
+    async def _relay_body(
+        self, ex: Exchange, resp: aiohttp.ClientResponse, send: Send, watcher: _DisconnectWatcher
+    ) -> None:
+        try:
+            body = await resp.read()
+        except UPSTREAM_ERRORS as e:
+            m.UPSTREAM_ERRORS.labels(ex.alias.name, ex.version.name, classify(e).value).inc()
+            ex.status = 502
+            watcher.stop()
+            await _send_error(send, GatewayError(502, f"Backend failed while answering: {type(e).__name__}.",
+                                                 "upstream_error", None, "upstream_failed"), self._our_headers(ex))
+            return
+        start = self._start(ex, resp, [(b"content-length", str(len(body)).encode())])
+        watcher.stop()
+        await send(start)
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        if resp.status == 200:  # after the client has it: usage is read off the hot path
+            try:
+                usage = orjson.loads(body).get("usage")
+                ex.usage = usage if isinstance(usage, dict) else None
+            except (orjson.JSONDecodeError, AttributeError):
+                pass
+
+    async def _relay_stream(
+        self, ex: Exchange, resp: aiohttp.ClientResponse, send: Send, watcher: _DisconnectWatcher
+    ) -> None:
+        scanner = StreamScanner(strip_usage=not ex.req.wants_usage)
+        await send(self._start(ex, resp, []))
+        try:
+            async for chunk in resp.content.iter_any():
+                out, first = scanner.feed(chunk)
+                if first:
+                    ex.ttft_s = time.perf_counter() - ex.t0
+                if out:
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+            tail = scanner.flush()
+            if not scanner.done:
+                raise aiohttp.ClientPayloadError("stream ended without [DONE]")
+        except UPSTREAM_ERRORS as e:
+            # after the first byte there is no fallback: end the stream with an error event
+            reason = Failure.MIDSTREAM.value
+            m.UPSTREAM_ERRORS.labels(ex.alias.name, ex.version.name, reason).inc()
+            ex.status = 502
+            tail = sse_error_event(f"Backend stream failed: {type(e).__name__}: {e}")
+        ex.usage = scanner.usage
+        watcher.stop()
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    # -- after the response ----------------------------------------------------------------------
+
+    def _record(self, ex: Exchange) -> None:
+        a, v, arm = ex.alias.name, ex.version.name, ex.arm
+        m.REQUESTS.labels(a, v, arm, ex.req.endpoint, str(ex.status)).inc()
+        m.REQUEST_LATENCY.labels(a, v, arm, "true" if ex.req.stream else "false").observe(
+            time.perf_counter() - ex.t0)
+        if ex.ttft_s is not None:
+            m.TTFT.labels(a, v, arm).observe(ex.ttft_s)
+        if ex.usage:
+            for kind in ("prompt", "completion"):
+                n = ex.usage.get(f"{kind}_tokens")
+                if isinstance(n, int) and n > 0:
+                    m.TOKENS.labels(a, v, arm, kind).inc(n)
+
+
+class _DisconnectWatcher:
+    """Cancels the request's task when the client goes away, so the upstream request is dropped too."""
+
+    __slots__ = ("fired", "_task", "_done")
+
+    def __init__(self, receive: Receive, task: asyncio.Task[Any]) -> None:
+        self.fired = False
+        self._done = False
+        self._task = asyncio.ensure_future(self._watch(receive, task))
+
+    async def _watch(self, receive: Receive, task: asyncio.Task[Any]) -> None:
+        msg = await receive()
+        # uvicorn answers receive() with http.disconnect once the response is complete, too
+        if msg["type"] == "http.disconnect" and not self._done:
+            self.fired = True
+            task.cancel()
+
+    def stop(self) -> None:
+        if not self._done:
+            self._done = True
+            self._task.cancel()
+
+
+async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:
+    declared = headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise bad_request("Invalid Content-Length header.", None, "invalid_content_length") from None
+        if size > limit:
+            raise _too_large(limit)
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        msg = await receive()
+        if msg["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = msg.get("body", b"")
+        if chunk:
+            total += len(chunk)
+            if total > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+        if not msg.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(413, f"Request body is larger than the limit of {limit} bytes.",
+                        "invalid_request_error", None, "request_too_large")
+
+
+async def _send_error(send: Send, e: GatewayError, extra: list[tuple[bytes, bytes]]) -> None:
+    body = e.body()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if e.status == 401:
+        headers.append((b"www-authenticate", b"Bearer"))
+    await send({"type": "http.response.start", "status": e.status, "headers": headers + extra})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+

@@ -1,0 +1,1 @@
+"""Turning sampled traffic into paired quality verdicts (sampling, shadow generation, judging)."""

@@ -1,0 +1,1 @@
+"""Measurement and its consequences: Prometheus metrics (and, later, statistics and the controller)."""

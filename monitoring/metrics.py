@@ -1,0 +1,105 @@
+"""Prometheus metrics of the gateway.
+
+Works in prometheus-client's multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set (as `cliffguard
+serve` does), so `/metrics` reports the whole server, not one worker. Labels take only configured
+names (aliases, versions), keeping cardinality bounded.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+_OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+
+REQUESTS = Counter(
+    "cliffguard_requests_total",
+    "Requests answered, by alias, serving version, arm, endpoint and HTTP status.",
+    ["alias", "version", "arm", "endpoint", "status"],
+)
+REQUEST_LATENCY = Histogram(
+    "cliffguard_request_duration_seconds",
+    "Time from request received to last byte sent.",
+    ["alias", "version", "arm", "stream"],
+    buckets=_LATENCY_BUCKETS,
+)
+TTFT = Histogram(
+    "cliffguard_ttft_seconds",
+    "Time to first token of streamed answers (first content chunk), measured at the gateway.",
+    ["alias", "version", "arm"],
+    buckets=_LATENCY_BUCKETS,
+)
+OVERHEAD = Histogram(
+    "cliffguard_gateway_overhead_seconds",
+    "Time spent in the gateway itself before the response started (excludes the backend's time).",
+    ["alias"],
+    buckets=_OVERHEAD_BUCKETS,
+)
+TOKENS = Counter(
+    "cliffguard_tokens_total",
+    "Tokens reported by the backend's usage, by kind (prompt, completion).",
+    ["alias", "version", "arm", "kind"],
+)
+UPSTREAM_ERRORS = Counter(
+    "cliffguard_upstream_errors_total",
+    "Backend failures: connect, timeout, http_5xx, midstream, protocol.",
+    ["alias", "version", "reason"],
+)
+FALLBACKS = Counter(
+    "cliffguard_fallbacks_total",
+    "Candidate requests retried on stable after a failure before the first byte.",
+    ["alias", "from_version", "to_version", "reason"],
+)
+CLIENT_DISCONNECTS = Counter(
+    "cliffguard_client_disconnects_total",
+    "Requests whose client went away before the answer finished (upstream request cancelled).",
+    ["alias", "version"],
+)
+REJECTED = Counter(
+    "cliffguard_rejected_requests_total",
+    "Requests refused by the gateway before routing, by reason.",
+    ["reason"],
+)
+IN_FLIGHT = Gauge(
+    "cliffguard_in_flight_requests",
+    "Requests being served now.",
+    ["alias"],
+    multiprocess_mode="livesum",
+)
+REDIS_UP = Gauge(
+    "cliffguard_redis_up",
+    "1 when this process can reach Redis (min over processes).",
+    multiprocess_mode="livemin",
+)
+STATE_REVISION = Gauge(
+    "cliffguard_state_revision",
+    "Rollout state revision loaded by this process (min over processes).",
+    multiprocess_mode="livemin",
+)
+CANDIDATE_WEIGHT = Gauge(
+    "cliffguard_candidate_weight_ratio",
+    "Share of traffic routed to the candidate (0..1), as this process sees it.",
+    ["alias"],
+    multiprocess_mode="livemax",
+)
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition text for the whole server (all worker processes in multiprocess mode)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,135 @@
+"""Rollout state in Redis: versions and aliases under one key prefix, a revision counter that every
+change bumps (replicas poll it), and an append-only event log (a Redis Stream).
+
+Keys (prefix `p`): `p:versions` hash name -> JSON, `p:aliases` hash name -> JSON, `p:rev` integer,
+`p:events` stream.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import WatchError
+
+from router.state import AliasState, RoutingSnapshot, VersionRecord
+
+EVENTS_MAXLEN = 100_000
+
+
+def connect(url: str, timeout_s: float = 1.0) -> aioredis.Redis:
+    """A client that fails fast (so a dead Redis never stalls a caller for long)."""
+    return aioredis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        health_check_interval=10,
+        decode_responses=False,
+    )
+
+
+class StateStore:
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self.redis = client
+        self.prefix = prefix
+        self.k_versions = f"{prefix}:versions"
+        self.k_aliases = f"{prefix}:aliases"
+        self.k_rev = f"{prefix}:rev"
+        self.k_events = f"{prefix}:events"
+
+    async def revision(self) -> int | None:
+        """Current revision, or None if this Redis holds no state (new, or restarted empty)."""
+        raw = await self.redis.get(self.k_rev)
+        return int(raw) if raw is not None else None
+
+    async def load(self) -> RoutingSnapshot:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.get(self.k_rev)
+        pipe.hgetall(self.k_versions)
+        pipe.hgetall(self.k_aliases)
+        rev, versions, aliases = await pipe.execute()
+        return RoutingSnapshot(
+            revision=int(rev or 0),
+            versions={k.decode(): VersionRecord.model_validate_json(v) for k, v in versions.items()},
+            aliases={k.decode(): AliasState.model_validate_json(v) for k, v in aliases.items()},
+        )
+
+    async def write(
+        self,
+        *,
+        versions: Iterable[VersionRecord] = (),
+        aliases: Iterable[AliasState] = (),
+        event: dict[str, Any] | None = None,
+    ) -> int:
+        """Write records, bump the revision and append the event, atomically. Returns the new revision."""
+        pipe = self.redis.pipeline(transaction=True)
+        for v in versions:
+            pipe.hset(self.k_versions, v.name, v.model_dump_json())
+        for a in aliases:
+            pipe.hset(self.k_aliases, a.name, a.model_dump_json())
+        pipe.incr(self.k_rev)
+        if event is not None:
+            pipe.xadd(self.k_events, _event_fields(event), maxlen=EVENTS_MAXLEN, approximate=True)
+        results = await pipe.execute()
+        return int(results[-2] if event is not None else results[-1])
+
+    async def update_alias(
+        self, name: str, mutate: Callable[[AliasState], AliasState], event: dict[str, Any]
+    ) -> tuple[AliasState, AliasState]:
+        """Read-modify-write one alias under WATCH (safe against concurrent writers). `mutate` may raise
+        to refuse; the event is recorded with the before and after states."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    await pipe.watch(self.k_aliases)
+                    raw = await pipe.hget(self.k_aliases, name)
+                    if raw is None:
+                        raise KeyError(name)
+                    before = AliasState.model_validate_json(raw)
+                    after = mutate(before)
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.hset(self.k_aliases, name, after.model_dump_json())
+                    pipe.incr(self.k_rev)
+                    full = {**event, "alias": name, "before": before.model_dump(), "after": after.model_dump()}
+                    pipe.xadd(self.k_events, _event_fields(full), maxlen=EVENTS_MAXLEN, approximate=True)
+                    await pipe.execute()
+                    return before, after
+                except WatchError:
+                    continue
+
+    async def seed(self, snapshot: RoutingSnapshot, actor: str) -> bool:
+        """Restore state into an empty Redis (first start, or a Redis that lost its data). Only one
+        replica does it: a short NX lock guards the write. Records already present are kept."""
+        lock = f"{self.prefix}:seed-lock"
+        if not await self.redis.set(lock, actor, nx=True, ex=5):
+            return False
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            for v in snapshot.versions.values():
+                pipe.hsetnx(self.k_versions, v.name, v.model_dump_json())
+            for a in snapshot.aliases.values():
+                pipe.hsetnx(self.k_aliases, a.name, a.model_dump_json())
+            pipe.setnx(self.k_rev, max(snapshot.revision, 1))
+            pipe.xadd(
+                self.k_events,
+                _event_fields({"type": "state_seeded", "actor": actor, "aliases": sorted(snapshot.aliases)}),
+                maxlen=EVENTS_MAXLEN,
+                approximate=True,
+            )
+            await pipe.execute()
+            return True
+        finally:
+            await self.redis.delete(lock)
+
+    async def events(self, count: int = 100) -> list[dict[str, Any]]:
+        rows: list[tuple[bytes, dict[bytes, bytes]]] = await self.redis.xrevrange(  # type: ignore[assignment]
+            self.k_events, count=count)
+        return [{"id": rid.decode(), **orjson.loads(f[b"data"])} for rid, f in rows]
+
+
+def _event_fields(event: dict[str, Any]) -> dict[Any, Any]:
+    event.setdefault("ts", time.time())
+    return {"data": orjson.dumps(event)}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs everything the tests need and runs them: `./scripts/test.sh [pytest args]`.
+# Idempotent; caches (vLLM virtualenv, tiny models) live under ~/.cache/cliffguard and are reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '\033[1;34m>> %s\033[0m\n' "$*"; }
+
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  log "starting redis-server on 127.0.0.1:6379"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+fi
+
+log "gateway virtualenv (.venv)"
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+
+log "vLLM CPU build (for the end-to-end tests; cached)"
+bash deploy/vllm/install_cpu.sh
+
+log "running tests"
+set +e
+.venv/bin/python -m pytest -ra "$@"
+rc=$?
+set -e
+[ "$rc" -eq 5 ] && { echo "no tests collected"; exit 1; }
+exit "$rc"
