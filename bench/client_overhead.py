@@ -1,4 +1,10 @@
-import asyncio, time, json, httpx, aiohttp, uvloop
+import json
+import time
+
+import aiohttp
+import httpx
+import uvloop
+
 URL="http://127.0.0.1:18000/v1/chat/completions"
 BODY=json.dumps({"model":"fake-model","messages":[{"role":"user","content":"hi"}]}).encode()
 SB=json.dumps({"model":"fake-model","stream":True,"messages":[{"role":"user","content":"hi"}]}).encode()
