@@ -94,3 +94,5 @@ def rollout_set(
         raise _fail(str(e)) from None
     cand = f"candidate [bold]{a['candidate']}[/] at {a['weight_pct']:g}%" if a["candidate"] else "no candidate"
     out.print(f"[green]ok[/] {alias}: stable {a['stable']}, {cand}")
+if __name__ == "__main__":
+    app()

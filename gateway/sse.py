@@ -53,16 +53,21 @@ class StreamScanner:
         return rest
 
     def _take_usage(self, complete: bytes) -> bytes:
-        kept = []
-        for event in _split(complete):
-            if _USAGE in event:
-                payload = _data_payload(event)
-                if isinstance(payload, dict) and isinstance(payload.get("usage"), dict):
-                    self.usage = payload["usage"]
-                    if self.strip_usage and not payload.get("choices"):
-                        continue
-            kept.append(event)
-        return b"".join(kept)
+        """Read (and maybe drop) the events holding a usage object; only those are looked into."""
+        pos = 0
+        while (i := complete.find(_USAGE, pos)) >= 0:
+            start = _boundary_before(complete, i)
+            m = _BOUNDARY.search(complete, i)
+            end = m.end() if m else len(complete)
+            payload = _data_payload(complete[start:end])
+            if isinstance(payload, dict) and isinstance(payload.get("usage"), dict):
+                self.usage = payload["usage"]
+                if self.strip_usage and not payload.get("choices"):
+                    complete = complete[:start] + complete[end:]
+                    pos = start
+                    continue
+            pos = end
+        return complete
 
 
 def _last_boundary(data: bytes) -> int:
@@ -71,15 +76,11 @@ def _last_boundary(data: bytes) -> int:
     return max(i + 2 if i >= 0 else 0, j + 4 if j >= 0 else 0)
 
 
-def _split(complete: bytes) -> list[bytes]:
-    """Events with their terminators kept, so forwarded bytes are exactly the upstream's."""
-    out, start = [], 0
-    for m in _BOUNDARY.finditer(complete):
-        out.append(complete[start : m.end()])
-        start = m.end()
-    if start < len(complete):
-        out.append(complete[start:])
-    return out
+def _boundary_before(data: bytes, i: int) -> int:
+    """Start of the event that contains position i."""
+    a = data.rfind(b"\n\n", 0, i)
+    b = data.rfind(b"\r\n\r\n", 0, i)
+    return max(a + 2 if a >= 0 else 0, b + 4 if b >= 0 else 0)
 
 
 def _data_payload(event: bytes) -> Any:

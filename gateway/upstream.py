@@ -14,7 +14,7 @@ from enum import StrEnum
 import aiohttp
 
 from gateway.config import Limits, Timeouts
-from router.state import RoutingSnapshot, VersionRecord
+from router.state import VersionRecord
 
 # everything a backend call can raise that means "the backend failed", not "the gateway has a bug"
 UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
@@ -98,12 +98,6 @@ class Backends:
         if version.model not in served:
             return False, f"model {version.model!r} not served (serves: {sorted(served)})"
         return True, "ok"
-
-    async def prune(self, snapshot: RoutingSnapshot) -> None:
-        """Close pools of backends that no version uses any more."""
-        used = {v.base_url for v in snapshot.versions.values()}
-        for url in [u for u in self._sessions if u not in used]:
-            await self._sessions.pop(url).close()
 
     async def aclose(self) -> None:
         for s in self._sessions.values():

@@ -7,6 +7,7 @@ CLIFFGUARD_VLLM_VENV / CLIFFGUARD_TINY_MODELS).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -70,10 +71,8 @@ class VLLMServer:
             os.killpg(self.proc.pid, signal.SIGTERM)
             self.proc.wait(timeout=30)
         except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + 20  # the whole group must be gone before the port is reused
         while time.monotonic() < deadline:
             try:

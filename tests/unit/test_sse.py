@@ -42,3 +42,17 @@ def test_crlf_boundaries_and_unterminated_tail():
     out, first = s.feed(b'data: {"choices":[{"text":"x"}]}\r\n\r\ndata: {"partial')
     assert out == b'data: {"choices":[{"text":"x"}]}\r\n\r\n' and first
     assert s.flush() == b'data: {"partial' and not s.done
+
+
+def test_usage_event_in_the_middle_of_a_batch_with_crlf():
+    usage_crlf = USAGE.replace(b"\n\n", b"\r\n\r\n")
+    s = StreamScanner(strip_usage=True)
+    out, _ = s.feed(TOK + usage_crlf + TOK + DONE)
+    assert out == TOK + TOK + DONE and s.usage["prompt_tokens"] == 3
+
+
+def test_content_mentioning_usage_is_not_mistaken_for_it():
+    tricky = ev({"choices": [{"index": 0, "delta": {"content": 'the "usage":{ key'}}]})
+    s = StreamScanner(strip_usage=True)
+    out, _ = s.feed(tricky + USAGE + DONE)
+    assert out == tricky + DONE and s.usage["completion_tokens"] == 1

@@ -1,0 +1,105 @@
+"""`cliffguard serve` as operators run it: a subprocess with 2 workers on the embedded Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.support.metrics import sample
+from tests.support.servers import free_port
+
+CLI = [sys.executable, "-m", "gateway.cli"]
+
+
+def start(config: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([*CLI, "serve", "--config", str(config), "--log-level", "warning"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(proc.stdout.read().decode() if proc.stdout else "exited")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise AssertionError("gateway did not start")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> str:
+    os.killpg(proc.pid, signal.SIGINT)
+    out, _ = proc.communicate(timeout=30)
+    return out.decode()
+
+
+@pytest.fixture
+def config(tmp_path, backend_factory):
+    _, srv = backend_factory("stable", model="base")
+    _, cand = backend_factory("cand", model="ft")
+    port = free_port()
+    cfg = {"listen": {"port": port}, "workers": 2, "data_dir": str(tmp_path / "data"),
+           "auth": {"admin_tokens": [{"name": "ops", "token": "adm", "role": "admin"}]},
+           "versions": [{"name": "v1", "base_url": f"{srv.url}/v1", "model": "base"},
+                        {"name": "v2", "base_url": f"{cand.url}/v1", "model": "ft"},
+                        {"name": "down", "base_url": f"http://127.0.0.1:{free_port()}/v1", "model": "x"}],
+           "aliases": [{"name": "bot", "stable": "v1", "candidate": "v2", "weight_pct": 0},
+                       {"name": "broken", "stable": "down"}]}
+    path = tmp_path / "cliffguard.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLIFFGUARD_", "PROMETHEUS_"))}
+    return path, f"http://127.0.0.1:{port}", env
+
+
+def test_serve_two_workers_embedded_redis_metrics_and_restart(config):
+    path, url, env = config
+    proc = start(path, env)
+    try:
+        wait_up(url, proc)
+        ready = httpx.get(f"{url}/readyz", timeout=10)
+        assert ready.status_code == 503  # the `broken` alias's stable backend is down, and it says so
+        assert not ready.json()["backends"]["down"]["ok"] and ready.json()["backends"]["v1"]["ok"]
+        for _ in range(40):  # a fresh connection each: spread over both workers
+            assert httpx.post(f"{url}/v1/chat/completions", json={"model": "bot", "messages": []}).status_code == 200
+        metrics = httpx.get(f"{url}/metrics").text
+        assert sample(metrics, "cliffguard_requests_total", alias="bot", status="200") == 40
+        pids = {f.name.split("_")[-1] for f in (Path(path.parent / "data/prometheus") / url.rsplit(":", 1)[1]).iterdir()
+                if f.name.startswith("counter_")}
+        assert len(pids) == 2  # both workers served, /metrics summed them
+
+        r = subprocess.run([*CLI, "rollout", "set", "bot", "--candidate", "v2", "--weight", "100"],
+                           env={**env, "CLIFFGUARD_URL": url, "CLIFFGUARD_TOKEN": "adm"}, capture_output=True)
+        assert r.returncode == 0, r.stderr
+        time.sleep(0.5)  # the other worker polls the revision
+        seen = {httpx.post(f"{url}/v1/chat/completions", json={"model": "bot", "messages": []}
+                           ).headers["x-cliffguard-version"] for _ in range(10)}
+        assert seen == {"v2"}
+    finally:
+        out = stop(proc)
+    assert "Traceback" not in out, out
+
+    proc = start(path, env)  # the embedded Redis kept the rollout across the restart
+    try:
+        wait_up(url, proc)
+        r = httpx.post(f"{url}/v1/chat/completions", json={"model": "bot", "messages": []})
+        assert r.headers["x-cliffguard-version"] == "v2"
+    finally:
+        stop(proc)
+
+
+def test_bad_config_is_a_clear_error(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("listen: {port: 99999}\nversions: []\n")
+    r = subprocess.run([*CLI, "serve", "--config", str(p)], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert "listen.port" in r.stderr and "Traceback" not in r.stderr
