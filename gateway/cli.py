@@ -8,12 +8,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from gateway.cli_classifier import classifier_app, classify_cmd
 from gateway.config import ConfigError, load_settings
 
 app = typer.Typer(help="cliffguard: staged-rollout gateway for fine-tuned LLMs.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 rollout_app = typer.Typer(help="Change an alias's rollout.", no_args_is_help=True)
 app.add_typer(rollout_app, name="rollout")
+app.add_typer(classifier_app, name="classifier")
+app.command("classify")(classify_cmd)
 
 out = Console()
 err = Console(stderr=True)

@@ -14,6 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from router.classify.taxonomy import TaxonomyConfig
+
 ENV_PREFIX = "CLIFFGUARD_"
 CONFIG_ENV = "CLIFFGUARD_CONFIG"
 
@@ -121,6 +123,26 @@ class Routing(_Strict):
         return [k.lower() for k in keys]
 
 
+class ClassifierConfig(_Strict):
+    """The capability classifier (see docs/architecture.md, "Classification")."""
+
+    enabled: bool = Field(True, description="false: only explicit categories and rules; the rest is `other`")
+    model_path: str | None = Field(None, description="sentence-embedding model dir; default all-MiniLM-L6-v2")
+    artifact: Path | None = Field(None, description="head from `cliffguard classifier fit`; default: fit on "
+                                                    "the taxonomy's examples at startup (cached)")
+    cache_dir: Path | None = Field(None, description="where the default head is cached; default data_dir")
+    min_confidence: float = Field(0.2, ge=0, le=1, description="below it the category is `other`")
+    max_tokens: int = Field(128, ge=8, le=512)
+    threads: int = Field(1, ge=1, le=16, description="torch threads per gateway process")
+    batch_size: int = Field(32, ge=1, le=512)
+    batch_wait_ms: float = Field(2.0, ge=0, le=100)
+    queue_size: int = Field(512, ge=1)
+    cache_size: int = Field(20_000, ge=0)
+    pin_wait_ms: float = Field(100.0, ge=0, description="how long routing may wait for the category when "
+                                                        "the alias pins categories to stable")
+    taxonomy: TaxonomyConfig = Field(default_factory=TaxonomyConfig)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -136,6 +158,7 @@ class Settings(BaseSettings):
     timeouts: Timeouts = Field(default_factory=Timeouts)
     limits: Limits = Field(default_factory=Limits)
     routing: Routing = Field(default_factory=Routing)
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     versions: list[VersionConfig] = Field(default_factory=list)
     aliases: list[AliasConfig] = Field(default_factory=list)
 

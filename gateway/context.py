@@ -9,10 +9,12 @@ from redis.exceptions import RedisError
 
 from gateway.auth import Authenticator
 from gateway.bootstrap import apply_declared, declared_state
+from gateway.classification import build_classifier
 from gateway.config import Settings
 from gateway.embedded_redis import EmbeddedRedis
 from gateway.upstream import Backends
 from monitoring import metrics as m
+from router.classify import RequestClassifier
 from router.live_state import LiveState
 from router.state import RoutingSnapshot
 from router.store import StateStore, connect
@@ -31,6 +33,7 @@ class GatewayContext:
     state: LiveState
     backends: Backends
     auth: Authenticator
+    classifier: RequestClassifier
     embedded: EmbeddedRedis | None = None
 
     @classmethod
@@ -48,10 +51,13 @@ class GatewayContext:
         state = LiveState(store, settings.state_refresh_s, on_change=_export_state,
                           on_redis_status=lambda ok: m.REDIS_UP.set(1 if ok else 0))
         await state.start(seed=declared)
+        classifier = build_classifier(settings.classifier, settings.data_dir)
         return cls(settings, store, state, Backends(settings.timeouts, settings.limits),
-                   Authenticator(settings.auth), embedded)
+                   Authenticator(settings.auth), classifier, embedded)
 
     async def stop(self) -> None:
+        if self.classifier.service:
+            self.classifier.service.stop()
         await self.state.stop()
         await self.backends.aclose()
         await self.store.redis.aclose()

@@ -25,6 +25,7 @@ from gateway.openai_request import CHAT, OpenAIRequest, parse, upstream_body
 from gateway.sse import StreamScanner
 from gateway.upstream import UPSTREAM_ERRORS, Backends, Failure, classify
 from monitoring import metrics as m
+from router.classify import InvalidCategory, Label, RequestClassifier, resolve
 from router.live_state import LiveState
 from router.split import Arm, choose_arm, stickiness_key
 from router.state import AliasState, VersionRecord
@@ -43,6 +44,7 @@ _HOP_BY_HOP = frozenset(
 )
 FORCE_HEADER = "x-cliffguard-version"
 FORCED = "forced"
+LABEL_WAIT_AFTER_RESPONSE_S = 2.0  # the client has its answer by then; this only bounds the handler
 
 
 @dataclass(slots=True)
@@ -55,6 +57,7 @@ class Exchange:
     version: VersionRecord
     arm: str
     request_id: str
+    label: Label | asyncio.Future[Label]
     upstream_s: float = 0.0  # time the backend held the request before its response head
     status: int = 0
     ttft_s: float | None = None
@@ -68,11 +71,14 @@ class ClientGone(Exception):
 
 
 class ProxyHandler:
-    def __init__(self, settings: Settings, state: LiveState, backends: Backends, auth: Authenticator) -> None:
+    def __init__(self, settings: Settings, state: LiveState, backends: Backends, auth: Authenticator,
+                 classifier: RequestClassifier) -> None:
         self.settings = settings
         self.state = state
         self.backends = backends
         self.auth = auth
+        self.classifier = classifier
+        self.pin_wait_s = settings.classifier.pin_wait_ms / 1000
         self.max_body = settings.limits.max_body_bytes
         self.sticky_order = settings.routing.sticky_keys
 
@@ -86,7 +92,13 @@ class ProxyHandler:
                 raise unauthorized()
             raw = await _read_body(receive, headers, self.max_body)
             req = parse(raw, endpoint)
-            ex = self._route(req, headers, ident, t0, request_id)
+            try:
+                label = self.classifier.begin(headers, req.body)  # the model runs while we forward
+            except InvalidCategory as e:
+                raise bad_request(str(e), e.source, "invalid_category") from None
+            ex = self._route(req, headers, ident, t0, request_id, label)
+            if ex.arm == Arm.CANDIDATE and ex.alias.pinned_categories:
+                await self._apply_pins(ex)
         except GatewayError as e:
             m.REJECTED.labels(e.code or e.type).inc()
             await _send_error(send, e, [(b"x-request-id", request_id.encode("latin-1"))])
@@ -98,7 +110,8 @@ class ProxyHandler:
     # -- routing ---------------------------------------------------------------------------------
 
     def _route(
-        self, req: OpenAIRequest, headers: dict[str, str], ident: Identity, t0: float, request_id: str
+        self, req: OpenAIRequest, headers: dict[str, str], ident: Identity, t0: float, request_id: str,
+        label: Label | asyncio.Future[Label],
     ) -> Exchange:
         snap = self.state.snapshot
         alias = snap.aliases.get(req.model)
@@ -123,7 +136,15 @@ class ProxyHandler:
             if version is None:
                 raise GatewayError(503, f"Version {name!r} of `{alias.name}` is not registered.",
                                    "server_error", None, "version_missing")
-        return Exchange(t0, req, alias, version, arm, request_id)
+        return Exchange(t0, req, alias, version, arm, request_id, label)
+
+    async def _apply_pins(self, ex: Exchange) -> None:
+        """A pinned category goes to stable: the only case where routing waits for the classifier."""
+        label = await resolve(ex.label, self.pin_wait_s)
+        ex.label = label
+        stable = self.state.snapshot.versions.get(ex.alias.stable)
+        if label.category in ex.alias.pinned_categories and stable is not None:
+            ex.version, ex.arm = stable, Arm.STABLE.value
 
     # -- forwarding ------------------------------------------------------------------------------
 
@@ -161,7 +182,7 @@ class ProxyHandler:
                 else:
                     resp.release()
             m.IN_FLIGHT.labels(ex.alias.name).dec()
-        self._record(ex)
+        self._record(ex, await resolve(ex.label, LABEL_WAIT_AFTER_RESPONSE_S))
 
     async def _open_upstream(self, ex: Exchange) -> aiohttp.ClientResponse | GatewayError:
         """Send to the chosen version; a candidate failing before its first byte is retried on stable."""
@@ -261,18 +282,19 @@ class ProxyHandler:
 
     # -- after the response ----------------------------------------------------------------------
 
-    def _record(self, ex: Exchange) -> None:
-        a, v, arm = ex.alias.name, ex.version.name, ex.arm
-        m.REQUESTS.labels(a, v, arm, ex.req.endpoint, str(ex.status)).inc()
-        m.REQUEST_LATENCY.labels(a, v, arm, "true" if ex.req.stream else "false").observe(
+    def _record(self, ex: Exchange, label: Label) -> None:
+        a, v, arm, cat = ex.alias.name, ex.version.name, ex.arm, label.category
+        m.CLASSIFICATIONS.labels(cat, label.layer).inc()
+        m.REQUESTS.labels(a, v, arm, cat, ex.req.endpoint, str(ex.status)).inc()
+        m.REQUEST_LATENCY.labels(a, v, arm, cat, "true" if ex.req.stream else "false").observe(
             time.perf_counter() - ex.t0)
         if ex.ttft_s is not None:
-            m.TTFT.labels(a, v, arm).observe(ex.ttft_s)
+            m.TTFT.labels(a, v, arm, cat).observe(ex.ttft_s)
         if ex.usage:
             for kind in ("prompt", "completion"):
                 n = ex.usage.get(f"{kind}_tokens")
                 if isinstance(n, int) and n > 0:
-                    m.TOKENS.labels(a, v, arm, kind).inc(n)
+                    m.TOKENS.labels(a, v, arm, cat, kind).inc(n)
 
 
 class _DisconnectWatcher:

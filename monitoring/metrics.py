@@ -24,19 +24,19 @@ _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
 
 REQUESTS = Counter(
     "cliffguard_requests_total",
-    "Requests answered, by alias, serving version, arm, endpoint and HTTP status.",
-    ["alias", "version", "arm", "endpoint", "status"],
+    "Requests answered, by alias, serving version, arm, capability category, endpoint and HTTP status.",
+    ["alias", "version", "arm", "category", "endpoint", "status"],
 )
 REQUEST_LATENCY = Histogram(
     "cliffguard_request_duration_seconds",
     "Time from request received to last byte sent.",
-    ["alias", "version", "arm", "stream"],
+    ["alias", "version", "arm", "category", "stream"],
     buckets=_LATENCY_BUCKETS,
 )
 TTFT = Histogram(
     "cliffguard_ttft_seconds",
     "Time to first token of streamed answers (first content chunk), measured at the gateway.",
-    ["alias", "version", "arm"],
+    ["alias", "version", "arm", "category"],
     buckets=_LATENCY_BUCKETS,
 )
 OVERHEAD = Histogram(
@@ -48,7 +48,23 @@ OVERHEAD = Histogram(
 TOKENS = Counter(
     "cliffguard_tokens_total",
     "Tokens reported by the backend's usage, by kind (prompt, completion).",
-    ["alias", "version", "arm", "kind"],
+    ["alias", "version", "arm", "category", "kind"],
+)
+CLASSIFICATIONS = Counter(
+    "cliffguard_classifications_total",
+    "Requests labelled, by category and the layer that decided (explicit, rule, embedding, threshold, "
+    "disabled, unclassified = overloaded or too slow).",
+    ["category", "layer"],
+)
+CLASSIFIER_BATCH_SIZE = Histogram(
+    "cliffguard_classifier_batch_size",
+    "Prompts per model batch (micro-batching of concurrent requests).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+CLASSIFIER_BATCH_SECONDS = Histogram(
+    "cliffguard_classifier_batch_seconds",
+    "Model time per batch.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )
 UPSTREAM_ERRORS = Counter(
     "cliffguard_upstream_errors_total",

@@ -33,6 +33,8 @@ class AliasState(BaseModel):
     weight_bp: int = Field(0, ge=0, le=BP_MAX)
     # salts the sticky hash so each rollout picks a fresh, independent set of early users
     rollout_id: str = ""
+    # capability categories routed to stable whatever the weight (the classifier decides before routing)
+    pinned_categories: list[str] = Field(default_factory=list)
     updated_at: float = Field(default_factory=time.time)
 
     def effective_weight_bp(self) -> int:

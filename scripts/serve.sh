@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check torch==2.13.0  # CPU wheel, before anything pulls CUDA
 .venv/bin/pip install -q --disable-pip-version-check -e .
 [ $# -eq 0 ] && set -- --config examples/cliffguard.yaml
 exec .venv/bin/cliffguard serve "$@"

@@ -12,6 +12,7 @@ fi
 
 log "gateway virtualenv (.venv)"
 [ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check torch==2.13.0  # CPU wheel, before anything pulls CUDA
 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
 
 log "vLLM CPU build (for the end-to-end tests; cached)"

@@ -1,0 +1,48 @@
+"""Capability classifier: every request labelled, from the prompt alone, with one configured category.
+
+`RequestClassifier.begin()` runs the cheap layers inline (explicit category, rules) and otherwise hands
+the prompt to the micro-batching service, returning a future the caller awaits later (after routing, or
+after the response) so the model never sits on the request's critical path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from router.classify.layers import HEADER, InvalidCategory, Label, decide_before_model, explicit_category
+from router.classify.prompt import prompt_parts
+from router.classify.service import ClassifierService
+from router.classify.taxonomy import OTHER, UNCLASSIFIED, CompiledRules, Taxonomy, TaxonomyConfig
+
+__all__ = ["HEADER", "OTHER", "UNCLASSIFIED", "InvalidCategory", "Label", "RequestClassifier", "Taxonomy",
+           "TaxonomyConfig"]
+
+
+class RequestClassifier:
+    def __init__(self, taxonomy: Taxonomy, service: ClassifierService | None) -> None:
+        self.taxonomy = taxonomy
+        self.allowed = taxonomy.names
+        self.rules = CompiledRules.of(taxonomy)
+        self.service = service  # None: model disabled; unmatched requests are `other`
+
+    def begin(self, headers: Mapping[str, str], body: Mapping[str, Any]) -> Label | asyncio.Future[Label]:
+        """Raises InvalidCategory for a bad explicit category (the caller answers 400)."""
+        parts = prompt_parts(body)
+        label = decide_before_model(explicit_category(headers, body, self.allowed), self.rules, parts)
+        if label is not None:
+            return label
+        if self.service is None:
+            return Label(OTHER, 0.0, "disabled")
+        return self.service.submit(parts.classifier_text())
+
+
+async def resolve(pending: Label | asyncio.Future[Label], timeout_s: float) -> Label:
+    """The label, waiting at most `timeout_s` for the model; `unclassified` past it."""
+    if isinstance(pending, Label):
+        return pending
+    try:
+        return await asyncio.wait_for(asyncio.shield(pending), timeout_s)
+    except TimeoutError:
+        return Label(UNCLASSIFIED, 0.0, "unclassified")

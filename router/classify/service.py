@@ -1,0 +1,128 @@
+"""Classification off the event loop: a worker thread micro-batches concurrent requests through the
+model, an LRU cache answers repeated prompts at once, and a bounded queue sheds load: past it a request
+is labelled `unclassified` immediately instead of waiting (never delaying or failing the request)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import queue
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from router.classify.layers import Label, threshold
+from router.classify.taxonomy import UNCLASSIFIED
+
+log = logging.getLogger("cliffguard.classifier")
+
+Model = Callable[[list[str]], list[tuple[str, float]]]
+
+
+@dataclass
+class ServiceStats:
+    batches: int = 0
+    classified: int = 0
+    cache_hits: int = 0
+    overloaded: int = 0
+
+
+class ClassifierService:
+    def __init__(self, model: Model, *, min_confidence: float, batch_size: int = 32, batch_wait_s: float = 0.002,
+                 queue_size: int = 512, cache_size: int = 20_000,
+                 on_batch: Callable[[int, float], None] | None = None) -> None:
+        self.model = model
+        self.min_confidence = min_confidence
+        self.batch_size = batch_size
+        self.batch_wait_s = batch_wait_s
+        self.cache_size = cache_size
+        self.stats = ServiceStats()
+        self._queue: queue.Queue[tuple[bytes, str] | None] = queue.Queue(maxsize=queue_size)
+        self._cache: OrderedDict[bytes, Label] = OrderedDict()
+        self._pending: dict[bytes, list[asyncio.Future[Label]]] = {}
+        self._on_batch = on_batch
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="cliffguard-classifier", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread:
+            try:
+                self._queue.put_nowait(None)
+            except queue.Full:
+                pass
+            self._thread.join(timeout=5)
+
+    def submit(self, text: str) -> asyncio.Future[Label]:
+        """Never blocks: a cached answer, a shared in-flight answer, a queued one, or `unclassified`."""
+        assert self._loop is not None, "start() first"
+        fut: asyncio.Future[Label] = self._loop.create_future()
+        key = hashlib.blake2b(text.encode(), digest_size=16).digest()
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            self.stats.cache_hits += 1
+            fut.set_result(hit)
+            return fut
+        waiting = self._pending.get(key)
+        if waiting is not None:
+            waiting.append(fut)
+            return fut
+        try:
+            self._queue.put_nowait((key, text))
+        except queue.Full:
+            self.stats.overloaded += 1
+            fut.set_result(Label(UNCLASSIFIED, 0.0, "unclassified"))
+            return fut
+        self._pending[key] = [fut]
+        return fut
+
+    # -- worker thread ---------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            deadline = time.perf_counter() + self.batch_wait_s
+            while len(batch) < self.batch_size:
+                remaining = deadline - time.perf_counter()
+                try:
+                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)
+                    break
+                batch.append(item)
+            t0 = time.perf_counter()
+            try:
+                results = [threshold(c, p, self.min_confidence) for c, p in self.model([t for _, t in batch])]
+            except Exception:
+                log.exception("classifier batch failed; labelling %d requests unclassified", len(batch))
+                results = [Label(UNCLASSIFIED, 0.0, "unclassified")] * len(batch)
+            elapsed = time.perf_counter() - t0
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._resolve, [k for k, _ in batch], results, elapsed)
+
+    def _resolve(self, keys: list[bytes], labels: list[Label], elapsed: float) -> None:
+        self.stats.batches += 1
+        self.stats.classified += len(keys)
+        if self._on_batch:
+            self._on_batch(len(keys), elapsed)
+        for key, label in zip(keys, labels, strict=True):
+            if label.layer != "unclassified":
+                self._cache[key] = label
+                if len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+            for fut in self._pending.pop(key, []):
+                if not fut.done():
+                    fut.set_result(label)

@@ -1,0 +1,109 @@
+"""The capability taxonomy: categories with descriptions, example prompts and regex rules. Pure.
+
+The default taxonomy ships as `default_taxonomy.yaml`; a deployment adds its own categories (a
+same-named one replaces the default) and may drop defaults.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+OTHER = "other"
+UNCLASSIFIED = "unclassified"  # the classifier was overloaded or failed: never a configured category
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
+
+
+class Rule(BaseModel):
+    """A regex that decides the category when it matches (case-insensitive)."""
+
+    model_config = ConfigDict(extra="forbid")
+    pattern: str
+    on: Literal["last_user", "system", "any"] = "any"
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"invalid regex: {e}") from None
+        return v
+
+
+class Category(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    examples: list[str] = Field(default_factory=list)
+    rules: list[Rule] = Field(default_factory=list)
+
+
+class TaxonomyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    use_defaults: bool = True
+    drop: list[str] = Field(default_factory=list, description="default categories to remove")
+    categories: list[Category] = Field(default_factory=list, description="added or replacing categories")
+
+
+@cache
+def default_categories() -> tuple[Category, ...]:
+    text = resources.files("router.classify").joinpath("default_taxonomy.yaml").read_text()
+    return tuple(Category.model_validate(c) for c in yaml.safe_load(text)["categories"])
+
+
+@dataclass(frozen=True)
+class Taxonomy:
+    categories: tuple[Category, ...]
+
+    @classmethod
+    def build(cls, cfg: TaxonomyConfig | None = None) -> Taxonomy:
+        cfg = cfg or TaxonomyConfig()
+        merged: dict[str, Category] = {}
+        if cfg.use_defaults:
+            merged = {c.name: c for c in default_categories() if c.name not in cfg.drop}
+        for c in cfg.categories:
+            merged[c.name] = c
+        merged.setdefault(OTHER, Category(name=OTHER, description="anything else"))
+        return cls(tuple(merged.values()))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.categories)
+
+    def labels(self) -> tuple[str, ...]:
+        """Every value a category metric label can take."""
+        return (*self.names, UNCLASSIFIED)
+
+    def training_set(self) -> tuple[list[str], list[str]]:
+        """Example prompts (and each description, as one more example) with their category."""
+        texts, labels = [], []
+        for c in self.categories:
+            for t in ([c.description] if c.description else []) + c.examples:
+                texts.append(t)
+                labels.append(c.name)
+        return texts, labels
+
+
+@dataclass(frozen=True)
+class CompiledRules:
+    rules: tuple[tuple[str, str, re.Pattern[str]], ...]  # (category, on, regex)
+
+    @classmethod
+    def of(cls, taxonomy: Taxonomy) -> CompiledRules:
+        return cls(tuple((c.name, r.on, re.compile(r.pattern, re.IGNORECASE))
+                         for c in taxonomy.categories for r in c.rules))
+
+    def match(self, system: str, last_user: str) -> str | None:
+        for name, on, rx in self.rules:
+            if (on in ("system", "any") and system and rx.search(system)) or (
+                on in ("last_user", "any") and last_user and rx.search(last_user)
+            ):
+                return name
+        return None
