@@ -5,6 +5,7 @@ is labelled `unclassified` immediately instead of waiting (never delaying or fai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import queue
@@ -54,10 +55,8 @@ class ClassifierService:
 
     def stop(self) -> None:
         if self._thread:
-            try:
-                self._queue.put_nowait(None)
-            except queue.Full:
-                pass
+            with contextlib.suppress(queue.Full):  # a full queue drains within a batch or two
+                self._queue.put(None, timeout=5)
             self._thread.join(timeout=5)
 
     def submit(self, text: str) -> asyncio.Future[Label]:
