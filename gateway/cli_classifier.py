@@ -73,15 +73,9 @@ def _encode(embedder: Any, texts: list[str], what: str) -> Any:
 
 
 def _model(settings: Settings, artifact: Path | None) -> Any:
-    from gateway.classification import shared_embedder
-    from router.classify.model import EmbeddingClassifier
-    from router.classify.taxonomy import Taxonomy
+    from gateway.classification import load_model
 
-    c = settings.classifier
-    taxonomy = Taxonomy.build(c.taxonomy)
-    embedder = shared_embedder(c.model_path, c.max_tokens, c.threads)
-    return taxonomy, EmbeddingClassifier.load(taxonomy, embedder, artifact or c.artifact,
-                                              c.cache_dir or settings.data_dir / "classifier")
+    return load_model(settings.classifier, artifact)
 
 
 @classifier_app.command()
@@ -94,7 +88,7 @@ def fit(
 ) -> None:
     """Learn from labelled prompts (JSONL: {"prompt": ..., "category": ...}); the gateway loads the result
     when `classifier.artifact` points at it."""
-    from gateway.classification import shared_embedder
+    from gateway.classification import shared_encoder
     from router.classify.head import Head
     from router.classify.taxonomy import Taxonomy
 
@@ -105,7 +99,7 @@ def fit(
     if with_examples:
         ex_texts, ex_labels = taxonomy.training_set()
         texts, labels = texts + ex_texts, labels + ex_labels
-    embedder = shared_embedder(c.model_path, c.max_tokens, c.threads)
+    embedder = shared_encoder(c)
     head = Head.fit(_encode(embedder, texts, f"{len(texts)} prompts"), labels, embedder.name)
     head.save(out_path)
     out.print(f"[green]wrote[/] {out_path}: {len(texts)} examples, categories {', '.join(head.classes)}")

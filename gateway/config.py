@@ -127,13 +127,16 @@ class ClassifierConfig(_Strict):
     """The capability classifier (see docs/architecture.md, "Classification")."""
 
     enabled: bool = Field(True, description="false: only explicit categories and rules; the rest is `other`")
+    encoder: Literal["static", "contextual"] = Field(
+        "static", description="static: distilled token vectors (fast, default); contextual: the full transformer")
     model_path: str | None = Field(None, description="sentence-embedding model dir; default all-MiniLM-L6-v2")
     artifact: Path | None = Field(None, description="head from `cliffguard classifier fit`; default: fit on "
                                                     "the taxonomy's examples at startup (cached)")
-    cache_dir: Path | None = Field(None, description="where the default head is cached; default data_dir")
+    cache_dir: Path | None = Field(None, description="where the distilled table and the default head are "
+                                                     "cached; default ~/.cache/cliffguard")
     min_confidence: float = Field(0.2, ge=0, le=1, description="below it the category is `other`")
     max_tokens: int = Field(128, ge=8, le=512)
-    threads: int = Field(1, ge=1, le=16, description="torch threads per gateway process")
+    threads: int = Field(1, ge=1, le=16, description="torch threads per gateway process (contextual encoder)")
     batch_size: int = Field(32, ge=1, le=512)
     batch_wait_ms: float = Field(2.0, ge=0, le=100)
     queue_size: int = Field(512, ge=1)

@@ -51,7 +51,7 @@ class GatewayContext:
         state = LiveState(store, settings.state_refresh_s, on_change=_export_state,
                           on_redis_status=lambda ok: m.REDIS_UP.set(1 if ok else 0))
         await state.start(seed=declared)
-        classifier = build_classifier(settings.classifier, settings.data_dir)
+        classifier = build_classifier(settings.classifier)
         return cls(settings, store, state, Backends(settings.timeouts, settings.limits),
                    Authenticator(settings.auth), classifier, embedded)
 

@@ -6,6 +6,7 @@ multiprocess directory before the workers exist, so every worker shares both.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 from pathlib import Path
@@ -21,11 +22,24 @@ def _metrics_dir(settings: Settings) -> Path:
     return d
 
 
+def _prepare_classifier(settings: Settings) -> None:
+    """Distill/fit once in a child process: the parent never holds torch, the workers only load files."""
+    from gateway.classification import prepare
+
+    ctx = multiprocessing.get_context("spawn")
+    proc = ctx.Process(target=prepare, args=(settings.classifier,), name="cliffguard-classifier-prepare")
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        raise SystemExit(f"classifier preparation failed (exit code {proc.exitcode}); see the log above")
+
+
 def serve(settings: Settings, config_path: str | None, log_level: str = "info") -> None:
     # must precede any import of prometheus_client in this process (it picks its storage at import)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir(settings))
     if config_path:
         os.environ[CONFIG_ENV] = str(Path(config_path).resolve())
+    _prepare_classifier(settings)
     embedded = None
     if not settings.redis_url:
         embedded = EmbeddedRedis((settings.data_dir / "redis").resolve())

@@ -17,7 +17,7 @@ class Head:
     embedder: str
 
     @classmethod
-    def fit(cls, X: np.ndarray, labels: list[str], embedder: str, c: float = 4.0) -> Head:
+    def fit(cls, X: np.ndarray, labels: list[str], embedder: str, c: float = 16.0) -> Head:
         from sklearn.linear_model import LogisticRegression
 
         if len(set(labels)) < 2:

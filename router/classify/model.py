@@ -8,7 +8,7 @@ import json
 import logging
 from pathlib import Path
 
-from router.classify.embedder import Embedder
+from router.classify.embedder import Encoder
 from router.classify.head import Head
 from router.classify.taxonomy import Taxonomy
 
@@ -16,7 +16,7 @@ log = logging.getLogger("cliffguard.classifier")
 
 
 class EmbeddingClassifier:
-    def __init__(self, embedder: Embedder, head: Head) -> None:
+    def __init__(self, embedder: Encoder, head: Head) -> None:
         self.embedder = embedder
         self.head = head
 
@@ -24,10 +24,13 @@ class EmbeddingClassifier:
         return self.head.predict(self.embedder.encode(texts))
 
     @classmethod
-    def load(cls, taxonomy: Taxonomy, embedder: Embedder, artifact: Path | None,
+    def load(cls, taxonomy: Taxonomy, embedder: Encoder, artifact: Path | None,
              cache_dir: Path | None) -> EmbeddingClassifier:
         if artifact is not None:
             head = Head.load(artifact)
+            if head.embedder != embedder.name:
+                raise ValueError(f"classifier artifact {artifact} was fitted on {head.embedder} embeddings, "
+                                 f"but the configured encoder is {embedder.name}")
             unknown = set(head.classes) - set(taxonomy.names)
             if unknown:
                 raise ValueError(f"classifier artifact {artifact} predicts categories not in the taxonomy: "
