@@ -25,7 +25,8 @@ class Rule(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     pattern: str
-    on: Literal["last_user", "system", "any"] = "any"
+    # not `on`: YAML 1.1 reads that key as the boolean true
+    scope: Literal["last_user", "system", "any"] = "any"
 
     @field_validator("pattern")
     @classmethod
@@ -93,17 +94,17 @@ class Taxonomy:
 
 @dataclass(frozen=True)
 class CompiledRules:
-    rules: tuple[tuple[str, str, re.Pattern[str]], ...]  # (category, on, regex)
+    rules: tuple[tuple[str, str, re.Pattern[str]], ...]  # (category, scope, regex)
 
     @classmethod
     def of(cls, taxonomy: Taxonomy) -> CompiledRules:
-        return cls(tuple((c.name, r.on, re.compile(r.pattern, re.IGNORECASE))
+        return cls(tuple((c.name, r.scope, re.compile(r.pattern, re.IGNORECASE))
                          for c in taxonomy.categories for r in c.rules))
 
     def match(self, system: str, last_user: str) -> str | None:
-        for name, on, rx in self.rules:
-            if (on in ("system", "any") and system and rx.search(system)) or (
-                on in ("last_user", "any") and last_user and rx.search(last_user)
+        for name, scope, rx in self.rules:
+            if (scope in ("system", "any") and system and rx.search(system)) or (
+                scope in ("last_user", "any") and last_user and rx.search(last_user)
             ):
                 return name
         return None

@@ -117,7 +117,7 @@ async def test_concurrent_requests_get_correct_labels_in_metrics(backend_factory
 
 
 def test_category_header_and_rules(backend_factory, gateway_factory):
-    tax = {"categories": [{"name": "support", "rules": [{"pattern": "ACME help desk", "on": "system"}]}]}
+    tax = {"categories": [{"name": "support", "rules": [{"pattern": "ACME help desk", "scope": "system"}]}]}
     gw = gateway_factory(fake_pair(backend_factory), [{"name": "bot", "stable": "v1"}],
                          classifier={"taxonomy": tax})
     msgs = [{"role": "user", "content": "Write a haiku."}]

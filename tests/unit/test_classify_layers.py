@@ -26,7 +26,7 @@ def test_default_taxonomy_covers_required_categories_with_examples():
 def test_users_add_replace_and_drop_categories():
     cfg = TaxonomyConfig(drop=["roleplay"], categories=[
         Category(name="support", description="help with our product", examples=["my invoice is wrong"],
-                 rules=[Rule(pattern=r"ACME support", on="system")]),
+                 rules=[Rule(pattern=r"ACME support", scope="system")]),
         Category(name="math", description="replaced", examples=["2+2"]),
     ])
     tax = Taxonomy.build(cfg)
@@ -45,8 +45,8 @@ def test_invalid_rule_and_name_are_rejected():
 
 def test_layers_first_match_wins():
     tax = Taxonomy.build(TaxonomyConfig(categories=[
-        Category(name="support", rules=[Rule(pattern=r"you are the ACME help desk", on="system")]),
-        Category(name="coding", rules=[Rule(pattern=r"^```", on="last_user")]),
+        Category(name="support", rules=[Rule(pattern=r"you are the ACME help desk", scope="system")]),
+        Category(name="coding", rules=[Rule(pattern=r"^```", scope="last_user")]),
     ]))
     rules = CompiledRules.of(tax)
     body = {"messages": [{"role": "system", "content": "You are the ACME help desk."},

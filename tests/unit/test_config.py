@@ -59,3 +59,14 @@ def test_bad_env_override_names_the_field(tmp_path, monkeypatch):
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "nope.yaml")
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for name in ("examples/cliffguard.yaml", "bench/cliffguard-bench.yaml"):
+        s = load_settings(root / name)
+        assert s.versions and s.aliases
+    bench = load_settings(root / "bench/cliffguard-bench.yaml")
+    assert bench.classifier.taxonomy.categories[0].rules[0].scope == "last_user"
