@@ -85,7 +85,7 @@ class GatewayApp:
     async def startup(self) -> None:
         ctx = await GatewayContext.start(self.settings)
         self.ctx = ctx
-        self.proxy = ProxyHandler(ctx.settings, ctx.state, ctx.backends, ctx.auth, ctx.classifier)
+        self.proxy = ProxyHandler(ctx.settings, ctx.state, ctx.backends, ctx.auth, ctx.classifier, ctx.sampler)
         self.web = _web_app(ctx)
 
 

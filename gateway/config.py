@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from judges.config import JudgingConfig
 from router.classify.taxonomy import TaxonomyConfig
 
 ENV_PREFIX = "CLIFFGUARD_"
@@ -162,6 +163,7 @@ class Settings(BaseSettings):
     limits: Limits = Field(default_factory=Limits)
     routing: Routing = Field(default_factory=Routing)
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    judging: JudgingConfig = Field(default_factory=JudgingConfig)
     versions: list[VersionConfig] = Field(default_factory=list)
     aliases: list[AliasConfig] = Field(default_factory=list)
 

@@ -12,7 +12,11 @@ from gateway.bootstrap import apply_declared, declared_state
 from gateway.classification import build_classifier
 from gateway.config import Settings
 from gateway.embedded_redis import EmbeddedRedis
+from gateway.sampling import RequestSampler
 from gateway.upstream import Backends
+from judges.queue import JudgeQueue
+from judges.sampling import Sampler, make_redactor
+from judges.sink import SampleSink
 from monitoring import metrics as m
 from router.classify import RequestClassifier
 from router.live_state import LiveState
@@ -26,6 +30,25 @@ def _export_state(snap: RoutingSnapshot) -> None:
         m.CANDIDATE_WEIGHT.labels(a.name).set(a.effective_weight_bp() / 10_000)
 
 
+def build_sampler(settings: Settings, store: StateStore) -> RequestSampler | None:
+    j = settings.judging
+    if not j.enabled:
+        return None
+    sink = SampleSink(
+        JudgeQueue(store.redis, settings.key_prefix, j.stream_maxlen), buffer_size=j.sampling.buffer_size,
+        max_per_second=j.sampling.max_per_second, max_per_day=j.sampling.max_per_day,
+        on_flush=_count_flush, on_overflow=lambda: m.SAMPLES_DROPPED.labels("overflow").inc(),
+    )
+    sink.start()
+    return RequestSampler(Sampler(j.sampling), sink, make_redactor(j.sampling), j.single_when_no_candidate)
+
+
+def _count_flush(appended: int, refused: int) -> None:
+    m.SAMPLES_QUEUED.inc(appended)
+    if refused:
+        m.SAMPLES_DROPPED.labels("budget").inc(refused)
+
+
 @dataclass
 class GatewayContext:
     settings: Settings
@@ -34,6 +57,7 @@ class GatewayContext:
     backends: Backends
     auth: Authenticator
     classifier: RequestClassifier
+    sampler: RequestSampler | None
     embedded: EmbeddedRedis | None = None
 
     @classmethod
@@ -53,9 +77,11 @@ class GatewayContext:
         await state.start(seed=declared)
         classifier = build_classifier(settings.classifier)
         return cls(settings, store, state, Backends(settings.timeouts, settings.limits),
-                   Authenticator(settings.auth), classifier, embedded)
+                   Authenticator(settings.auth), classifier, build_sampler(settings, store), embedded)
 
     async def stop(self) -> None:
+        if self.sampler:
+            await self.sampler.sink.stop()
         if self.classifier.service:
             self.classifier.service.stop()
         await self.state.stop()

@@ -22,6 +22,7 @@ from gateway.auth import Authenticator, Identity
 from gateway.config import Settings
 from gateway.errors import GatewayError, bad_request, model_not_found, sse_error_event, unauthorized
 from gateway.openai_request import CHAT, OpenAIRequest, parse, upstream_body
+from gateway.sampling import RequestSampler
 from gateway.sse import StreamScanner
 from gateway.upstream import UPSTREAM_ERRORS, Backends, Failure, classify
 from monitoring import metrics as m
@@ -58,6 +59,8 @@ class Exchange:
     arm: str
     request_id: str
     label: Label | asyncio.Future[Label]
+    opt_out: bool = False
+    capture: list[bytes] | None = None  # the answer's bytes, kept when it may be sampled for judging
     upstream_s: float = 0.0  # time the backend held the request before its response head
     status: int = 0
     ttft_s: float | None = None
@@ -72,12 +75,14 @@ class ClientGone(Exception):
 
 class ProxyHandler:
     def __init__(self, settings: Settings, state: LiveState, backends: Backends, auth: Authenticator,
-                 classifier: RequestClassifier) -> None:
+                 classifier: RequestClassifier, sampler: RequestSampler | None) -> None:
         self.settings = settings
         self.state = state
         self.backends = backends
         self.auth = auth
         self.classifier = classifier
+        self.sampler = sampler
+        self.opt_out_header = settings.judging.sampling.opt_out_header
         self.pin_wait_s = settings.classifier.pin_wait_ms / 1000
         self.max_body = settings.limits.max_body_bytes
         self.sticky_order = settings.routing.sticky_keys
@@ -136,7 +141,10 @@ class ProxyHandler:
             if version is None:
                 raise GatewayError(503, f"Version {name!r} of `{alias.name}` is not registered.",
                                    "server_error", None, "version_missing")
-        return Exchange(t0, req, alias, version, arm, request_id, label)
+        ex = Exchange(t0, req, alias, version, arm, request_id, label, opt_out=self.opt_out_header in headers)
+        if self.sampler is not None and not ex.opt_out and self.sampler.wants_capture(alias):
+            ex.capture = []
+        return ex
 
     async def _apply_pins(self, ex: Exchange) -> None:
         """A pinned category goes to stable: the only case where routing waits for the classifier."""
@@ -182,7 +190,12 @@ class ProxyHandler:
                 else:
                     resp.release()
             m.IN_FLIGHT.labels(ex.alias.name).dec()
-        self._record(ex, await resolve(ex.label, LABEL_WAIT_AFTER_RESPONSE_S))
+        label = await resolve(ex.label, LABEL_WAIT_AFTER_RESPONSE_S)
+        self._record(ex, label)
+        if ex.capture is not None and ex.status == 200 and self.sampler is not None:
+            self.sampler.consider(request_id=ex.request_id, alias=ex.alias, version=ex.version, arm=ex.arm,
+                                  endpoint=ex.req.endpoint, body=ex.req.body, opt_out=ex.opt_out, label=label,
+                                  answer_bytes=ex.capture, stream=ex.req.stream)
 
     async def _open_upstream(self, ex: Exchange) -> aiohttp.ClientResponse | GatewayError:
         """Send to the chosen version; a candidate failing before its first byte is retried on stable."""
@@ -244,6 +257,8 @@ class ProxyHandler:
             await _send_error(send, GatewayError(502, f"Backend failed while answering: {type(e).__name__}.",
                                                  "upstream_error", None, "upstream_failed"), self._our_headers(ex))
             return
+        if ex.capture is not None:
+            ex.capture.append(body)
         start = self._start(ex, resp, [(b"content-length", str(len(body)).encode())])
         watcher.stop()
         await send(start)
@@ -266,6 +281,8 @@ class ProxyHandler:
                 if first:
                     ex.ttft_s = time.perf_counter() - ex.t0
                 if out:
+                    if ex.capture is not None:
+                        ex.capture.append(out)
                     await send({"type": "http.response.body", "body": out, "more_body": True})
             tail = scanner.flush()
             if not scanner.done:

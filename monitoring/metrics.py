@@ -81,6 +81,20 @@ CLIENT_DISCONNECTS = Counter(
     "Requests whose client went away before the answer finished (upstream request cancelled).",
     ["alias", "version"],
 )
+SAMPLES = Counter(
+    "cliffguard_samples_total",
+    "Answered requests sampled for judging (pushed to the queue buffer).",
+    ["alias", "category"],
+)
+SAMPLES_DROPPED = Counter(
+    "cliffguard_samples_dropped_total",
+    "Samples not queued: buffer overflow while Redis was unreachable, or over the global judge budget.",
+    ["reason"],
+)
+SAMPLES_QUEUED = Counter(
+    "cliffguard_samples_queued_total",
+    "Samples appended to the Redis judge stream.",
+)
 REJECTED = Counter(
     "cliffguard_rejected_requests_total",
     "Requests refused by the gateway before routing, by reason.",

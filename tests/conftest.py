@@ -24,12 +24,6 @@ def redis_srv() -> Iterator[RedisServer]:
     srv.stop()
 
 
-@pytest.fixture(scope="session")
-def classifier_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default classifier head is fitted once per test session, not once per gateway."""
-    return tmp_path_factory.mktemp("classifier-cache")
-
-
 @pytest.fixture
 def key_prefix() -> str:
     return f"t{os.getpid()}-{next(_prefix)}"
@@ -59,12 +53,11 @@ def gateway_settings(redis_url: str, prefix: str, tmp: Path, versions: list[dict
 
 
 @pytest.fixture
-def gateway_factory(redis_srv: RedisServer, key_prefix: str, tmp_path: Path, classifier_cache: Path
+def gateway_factory(redis_srv: RedisServer, key_prefix: str, tmp_path: Path
                     ) -> Iterator[Callable[..., ThreadServer]]:
     started: list[ThreadServer] = []
 
     def make(versions: list[dict[str, Any]], aliases: list[dict[str, Any]], **extra: Any) -> ThreadServer:
-        extra["classifier"] = {"cache_dir": classifier_cache, **extra.get("classifier", {})}
         settings = gateway_settings(extra.pop("redis_url", redis_srv.url), extra.pop("prefix", key_prefix),
                                     tmp_path, versions, aliases, **extra)
         srv = ThreadServer(create_app(settings)).start()

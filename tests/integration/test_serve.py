@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from prometheus_client.mmap_dict import MmapedDict
 
 from tests.support.metrics import sample
 from tests.support.servers import free_port
@@ -73,9 +74,11 @@ def test_serve_two_workers_embedded_redis_metrics_and_restart(config):
             assert httpx.post(f"{url}/v1/chat/completions", json={"model": "bot", "messages": []}).status_code == 200
         metrics = httpx.get(f"{url}/metrics").text
         assert sample(metrics, "cliffguard_requests_total", alias="bot", status="200") == 40
-        pids = {f.name.split("_")[-1] for f in (Path(path.parent / "data/prometheus") / url.rsplit(":", 1)[1]).iterdir()
-                if f.name.startswith("counter_")}
-        assert len(pids) == 2  # both workers served, /metrics summed them
+        prom_dir = path.parent / "data/prometheus" / url.rsplit(":", 1)[1]
+        serving = {f.name for f in prom_dir.glob("counter_*.db")
+                   if any("cliffguard_requests_total" in row[0]
+                          for row in MmapedDict.read_all_values_from_file(str(f)))}
+        assert len(serving) == 2  # both workers served, and /metrics summed them
 
         r = subprocess.run([*CLI, "rollout", "set", "bot", "--candidate", "v2", "--weight", "100"],
                            env={**env, "CLIFFGUARD_URL": url, "CLIFFGUARD_TOKEN": "adm"}, capture_output=True)

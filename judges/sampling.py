@@ -1,0 +1,96 @@
+"""Which answered requests go to the judges. Pure apart from a per-process window counter.
+
+Deterministic from the request id: a request is sampled when hash(request id) falls below its
+category's rate, or when its category has had fewer than `min_per_window` samples in the current window
+(so rare categories still get evidence). The global budget (per second, per day) is enforced in Redis
+when samples are appended (judges/queue.py), so it holds across all replicas.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class SamplingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    default_rate: float = Field(0.05, ge=0, le=1, description="share of answered requests sampled")
+    rates: dict[str, float] = Field(default_factory=dict, description="per-category rate (rare ones higher)")
+    min_per_window: int = Field(5, ge=0, description="sample at least this many per category per window")
+    window_s: float = Field(300.0, gt=0)
+    max_per_second: float = Field(10.0, gt=0, description="global budget, all replicas")
+    max_per_day: int = Field(100_000, gt=0, description="global budget, all replicas")
+    opt_out_header: str = Field("x-cliffguard-no-sample", description="a client sending it is never sampled")
+    redact_patterns: list[str] = Field(
+        default_factory=lambda: [r"[\w.+-]+@[\w-]+\.[\w.-]+", r"\b(?:\d[ -]?){13,19}\b"],
+        description="regexes replaced by [REDACTED] in stored prompts (default: emails, card-like numbers)")
+    redact_hook: str | None = Field(None, description="'module:function' taking and returning the text")
+    buffer_size: int = Field(10_000, ge=1, description="samples held in memory while Redis is unreachable")
+
+    @field_validator("rates")
+    @classmethod
+    def _rates_in_range(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = {k: r for k, r in v.items() if not 0 <= r <= 1}
+        if bad:
+            raise ValueError(f"rates must be within [0, 1]: {bad}")
+        return v
+
+    @field_validator("redact_patterns")
+    @classmethod
+    def _compiles(cls, v: list[str]) -> list[str]:
+        for p in v:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"invalid regex {p!r}: {e}") from None
+        return v
+
+
+def unit_hash(request_id: str) -> float:
+    """A stable number in [0, 1) from the request id."""
+    return int.from_bytes(hashlib.blake2b(request_id.encode(), digest_size=8).digest(), "big") / 2**64
+
+
+@dataclass
+class Sampler:
+    cfg: SamplingConfig
+    clock: Callable[[], float] = time.monotonic
+    _window_start: float = field(default=0.0, init=False)
+    _window_counts: dict[str, int] = field(default_factory=dict, init=False)
+
+    def rate(self, category: str) -> float:
+        return self.cfg.rates.get(category, self.cfg.default_rate)
+
+    def decide(self, request_id: str, category: str, opted_out: bool = False) -> bool:
+        if opted_out:
+            return False
+        now = self.clock()
+        if now - self._window_start >= self.cfg.window_s:
+            self._window_start, self._window_counts = now, {}
+        seen = self._window_counts.get(category, 0)
+        take = unit_hash(request_id) < self.rate(category) or seen < self.cfg.min_per_window
+        if take:
+            self._window_counts[category] = seen + 1
+        return take
+
+
+def make_redactor(cfg: SamplingConfig) -> Callable[[str], str]:
+    patterns = [re.compile(p) for p in cfg.redact_patterns]
+    hook: Callable[[str], str] | None = None
+    if cfg.redact_hook:
+        import importlib
+
+        module, _, name = cfg.redact_hook.partition(":")
+        hook = getattr(importlib.import_module(module), name)
+
+    def redact(text: str) -> str:
+        for p in patterns:
+            text = p.sub("[REDACTED]", text)
+        return hook(text) if hook else text
+
+    return redact
