@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.cli_classifier import classifier_app, classify_cmd
+from gateway.cli_judgments import judgments_app
 from gateway.config import ConfigError, load_settings
 
 app = typer.Typer(help="cliffguard: staged-rollout gateway for fine-tuned LLMs.", no_args_is_help=True,
@@ -17,6 +18,7 @@ rollout_app = typer.Typer(help="Change an alias's rollout.", no_args_is_help=Tru
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(classifier_app, name="classifier")
 app.command("classify")(classify_cmd)
+app.add_typer(judgments_app, name="judgments")
 
 out = Console()
 err = Console(stderr=True)
@@ -51,6 +53,23 @@ def serve(
         cand = f", candidate {a.candidate} at {a.weight_pct:g}%" if a.candidate else ""
         out.print(f"  alias [cyan]{a.name}[/]: stable {a.stable}{cand}")
     run(settings, config, log_level)
+
+
+@app.command()
+def worker(config: ConfigOpt = None) -> None:
+    """Run a judge worker: consumes sampled requests, judges pairs, records outcomes (any number of them)."""
+    import asyncio
+
+    try:
+        settings = load_settings(config)
+    except ConfigError as e:
+        raise _fail(str(e), 2) from None
+    from gateway.worker_process import run_worker
+
+    try:
+        asyncio.run(run_worker(settings))
+    except FileNotFoundError as e:
+        raise _fail(str(e)) from None
 
 
 def _client(url: str | None, token: str | None):  # type: ignore[no-untyped-def]

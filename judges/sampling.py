@@ -27,7 +27,7 @@ class SamplingConfig(BaseModel):
     max_per_day: int = Field(100_000, gt=0, description="global budget, all replicas")
     opt_out_header: str = Field("x-cliffguard-no-sample", description="a client sending it is never sampled")
     redact_patterns: list[str] = Field(
-        default_factory=lambda: [r"[\w.+-]+@[\w-]+\.[\w.-]+", r"\b(?:\d[ -]?){13,19}\b"],
+        default_factory=lambda: [r"[\w.+-]+@[\w-]+\.[\w.-]+", r"\b\d(?:[ -]?\d){12,18}\b"],
         description="regexes replaced by [REDACTED] in stored prompts (default: emails, card-like numbers)")
     redact_hook: str | None = Field(None, description="'module:function' taking and returning the text")
     buffer_size: int = Field(10_000, ge=1, description="samples held in memory while Redis is unreachable")

@@ -124,6 +124,59 @@ CANDIDATE_WEIGHT = Gauge(
 )
 
 
+# -- the judge worker (`cliffguard worker`) ---------------------------------------------------------
+
+JUDGE_CALLS = Counter(
+    "cliffguard_judge_calls_total",
+    "Calls to the judge model, by mode (pairwise, single) and result (ok, error).",
+    ["mode", "result"],
+)
+JUDGE_LATENCY = Histogram(
+    "cliffguard_judge_latency_seconds",
+    "Latency of one judge call.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+JUDGE_FAILURES = Counter(
+    "cliffguard_judge_failures_total",
+    "Failed attempts at judging a sample, by reason (generation_*, judge_*, parse, version_missing).",
+    ["reason"],
+)
+JUDGE_PARSE_FAILURES = Counter(
+    "cliffguard_judge_parse_failures_total",
+    "Judge answers without a clean verdict (counted as failures, never as a win, loss or tie).",
+)
+JUDGED_PAIRS = Counter(
+    "cliffguard_judged_pairs_total",
+    "Judged pairs by alias, candidate version, category and outcome for the candidate (win, tie, loss).",
+    ["alias", "candidate", "category", "outcome"],
+)
+POSITION_INCONSISTENT = Counter(
+    "cliffguard_judge_position_inconsistent_total",
+    "Pairs whose two orders (A/B, B/A) disagreed: position bias, counted as ties.",
+    ["alias", "category"],
+)
+SINGLE_RATINGS = Histogram(
+    "cliffguard_judge_rating",
+    "Single-answer ratings (1-10) where there is no candidate to compare against.",
+    ["alias", "category"],
+    buckets=(1, 2, 3, 4, 5, 6, 7, 8, 9, 10),
+)
+JUDGE_DEAD_LETTERS = Counter(
+    "cliffguard_judge_dead_letters_total",
+    "Samples moved to the dead-letter stream after max_attempts failures.",
+)
+JUDGE_QUEUE_LENGTH = Gauge(
+    "cliffguard_judge_queue_length",
+    "Samples not yet judged: undelivered plus pending in the consumer group.",
+    multiprocess_mode="max",
+)
+JUDGE_QUEUE_LAG = Gauge(
+    "cliffguard_judge_queue_lag_seconds",
+    "Age of the oldest sample not yet judged.",
+    multiprocess_mode="max",
+)
+
+
 def render() -> tuple[bytes, str]:
     """The exposition text for the whole server (all worker processes in multiprocess mode)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -1,0 +1,116 @@
+"""`cliffguard judgments export|show`: the stored judged pairs, read from Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+from gateway.config import ConfigError, Settings, load_settings
+from gateway.embedded_redis import redis_url_for_tools
+from judges.queue import Keys
+from router.store import connect
+
+judgments_app = typer.Typer(help="Judged pairs: export for review, or show one.", no_args_is_help=True)
+out = Console()
+err = Console(stderr=True)
+ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config (Redis URL, key prefix)")]
+
+
+def _settings(config: str | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as e:
+        err.print(f"[bold red]error:[/] {e}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+def parse_since(value: str | None, now: float) -> float:
+    """'24h', '30m', '7d', '90s', or a Unix timestamp; None: everything."""
+    if value is None:
+        return 0.0
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", value.strip())
+    if m:
+        return now - float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    try:
+        return float(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r}: use e.g. 24h, 30m, 7d or a Unix timestamp") from None
+
+
+async def _with_redis(settings: Settings, fn: Any) -> Any:
+    try:
+        url = redis_url_for_tools(settings.redis_url, settings.data_dir)
+    except FileNotFoundError as e:
+        err.print(f"[bold red]error:[/] {e}")
+        raise typer.Exit(1) from None
+    client = connect(url, timeout_s=5.0)
+    try:
+        return await fn(client, Keys(settings.key_prefix))
+    finally:
+        await client.aclose()
+
+
+@judgments_app.command()
+def export(
+    alias: Annotated[str, typer.Option(help="the public model name")],
+    since: Annotated[str | None, typer.Option(help="only pairs newer than this: 24h, 7d, or a Unix time")] = None,
+    output: Annotated[str | None, typer.Option("--out", "-o", help="file (default: stdout)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Write the stored pairs of an alias as JSONL (oldest first)."""
+    settings = _settings(config)
+    start = parse_since(since, time.time())
+
+    async def run(client: Any, keys: Keys) -> int:
+        ids = await client.zrangebyscore(keys.pairs(alias), start, "+inf")
+        sink = open(output, "w") if output else sys.stdout  # noqa: SIM115
+        n = 0
+        try:
+            for i in range(0, len(ids), 500):
+                batch = ids[i:i + 500]
+                for raw in await client.mget([keys.pair(x.decode()) for x in batch]):
+                    if raw:  # expired pairs leave their id behind until the index is trimmed
+                        sink.write(raw.decode() + "\n")
+                        n += 1
+            await client.zremrangebyscore(keys.pairs(alias), "-inf", time.time() - 366 * 86400)
+        finally:
+            if output:
+                sink.close()
+        return n
+
+    n = asyncio.run(_with_redis(settings, run))
+    err.print(f"exported {n} pairs of {alias}" + (f" to {output}" if output else ""))
+
+
+@judgments_app.command()
+def show(request_id: str, config: ConfigOpt = None) -> None:
+    """Print one judged pair: the question, both answers and the judge's reasoning."""
+    settings = _settings(config)
+
+    async def run(client: Any, keys: Keys) -> Any:
+        return await client.get(keys.pair(request_id))
+
+    raw = asyncio.run(_with_redis(settings, run))
+    if raw is None:
+        err.print(f"[bold red]error:[/] no stored pair {request_id!r} (unknown, or older than its TTL)")
+        raise typer.Exit(1)
+    p = json.loads(raw)
+    outcome = {1: "[green]candidate wins[/]", 0: "[yellow]tie[/]", -1: "[red]candidate loses[/]"}.get(p["outcome"])
+    result = outcome or f"rating {p['rating']}"
+    out.print(f"{p['alias']} / {p['category']} / rollout {p['rollout_id'] or '-'}  ->  {result}")
+    out.print(Panel(p["question"], title="question"))
+    out.print(Panel(p["stable_answer"] or "", title=f"stable ({p['stable']})"))
+    if p["candidate_answer"] is not None:
+        out.print(Panel(p["candidate_answer"], title=f"candidate ({p['candidate']})"))
+    for i, text in enumerate(p["judge_explanations"]):
+        order = ("candidate as A", "stable as A")[i] if p["mode"] == "pairwise" else "rating"
+        verdict = p["verdicts"][i] if i < len(p["verdicts"]) else ""
+        out.print(Panel(text, title=f"judge ({order}) {verdict}"))

@@ -1,0 +1,59 @@
+"""A minimal async OpenAI-compatible client (aiohttp) for the worker: non-streamed chat and
+completions against a version's backend or the judge endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import aiohttp
+import orjson
+
+ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+
+
+class CallFailed(Exception):
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+class OpenAIHTTP:
+    def __init__(self, max_connections: int = 64) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._limit = max_connections
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self._limit), trust_env=False)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def create(self, base_url: str, endpoint: str, body: dict[str, Any], api_key_env: str | None,
+                     timeout_s: float) -> tuple[str, dict[str, Any]]:
+        """POST a non-streamed request; returns (first choice's text, the whole response)."""
+        headers = {"content-type": "application/json"}
+        if api_key_env and (key := os.environ.get(api_key_env)):
+            headers["authorization"] = f"Bearer {key}"
+        path = "/chat/completions" if endpoint == "chat" else "/completions"
+        try:
+            async with self.session.post(f"{base_url}{path}", data=orjson.dumps(body), headers=headers,
+                                         timeout=aiohttp.ClientTimeout(total=timeout_s)) as r:
+                raw = await r.read()
+                if r.status != 200:
+                    raise CallFailed(f"http_{r.status}", raw[:300].decode(errors="replace"))
+        except ERRORS as e:
+            raise CallFailed("timeout" if isinstance(e, asyncio.TimeoutError) else "connect",
+                             f"{type(e).__name__}: {e}") from None
+        try:
+            data = orjson.loads(raw)
+            choice = data["choices"][0]
+            text = choice["message"]["content"] if endpoint == "chat" else choice["text"]
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+            raise CallFailed("bad_response", raw[:300].decode(errors="replace")) from None
+        return (text if isinstance(text, str) else ""), data

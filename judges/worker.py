@@ -1,0 +1,272 @@
+"""`cliffguard worker`: turns queued samples into judged pairs.
+
+For each sample (a Redis Stream entry, read through the consumer group `judges`): generate the other
+version's answer to the same prompt with the same parameters (non-streamed, never shown to users); ask
+the judge in both orders; combine into +1/0/-1 for the candidate; store the pair and add the counts in
+one idempotent Redis script; acknowledge. Delivery is at-least-once: a failure leaves the entry pending,
+any worker claims it after `claim_idle_s`, and after `max_attempts` deliveries it goes to the dead
+letters. A redelivered entry that was already recorded is only acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from judges.config import JudgingConfig
+from judges.openai_http import CallFailed, OpenAIHTTP
+from judges.prompts import pairwise_messages, question_text, single_messages
+from judges.queue import GROUP, JudgeQueue
+from judges.records import PairResult, Sample
+from judges.verdicts import ParseFailure, Verdict, combine, parse_pairwise, parse_rating
+from monitoring import metrics as m
+from router.live_state import LiveState
+
+log = logging.getLogger("cliffguard.worker")
+
+
+class Skip(Exception):
+    """The sample cannot ever be judged (e.g. its version is gone): dead-letter it at once."""
+
+
+@dataclass
+class WorkerStats:
+    judged: int = 0
+    duplicates: int = 0
+    failed_attempts: int = 0
+    dead: int = 0
+
+
+class JudgeWorker:
+    def __init__(self, cfg: JudgingConfig, queue: JudgeQueue, state: LiveState,
+                 http: OpenAIHTTP | None = None) -> None:
+        self.cfg = cfg
+        self.queue = queue
+        self.r: Any = queue.redis  # redis-py's stubs do not type stream replies usefully
+        self.state = state
+        self.http = http or OpenAIHTTP()
+        self.consumer = cfg.worker.consumer or f"{socket.gethostname()}-{os.getpid()}"
+        self.stats = WorkerStats()
+        self._judge_slots = asyncio.Semaphore(cfg.judge.max_concurrency)
+        self._stopping = asyncio.Event()
+        self._ttl_s = int(cfg.worker.pair_ttl_days * 86400)
+
+    # -- loop --------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        await self.queue.ensure_group()
+        log.info("worker %s consuming %s", self.consumer, self.queue.keys.samples)
+        slots = asyncio.Semaphore(self.cfg.worker.concurrency)
+        tasks: set[asyncio.Task[None]] = set()
+        last_claim = 0.0
+        while not self._stopping.is_set():
+            try:
+                entries: list[tuple[bytes, dict[bytes, bytes]]] = []
+                if time.monotonic() - last_claim > min(self.cfg.worker.claim_idle_s / 2, 5.0):
+                    entries = await self._claim()
+                    last_claim = time.monotonic()
+                if not entries:
+                    entries = await self._read(max(1, self.cfg.worker.concurrency - len(tasks)))
+            except (RedisError, OSError) as e:
+                log.warning("redis unavailable (%s); retrying", e)
+                await asyncio.sleep(1.0)
+                continue
+            for entry_id, fields in entries:
+                await slots.acquire()
+                t = asyncio.create_task(self._handle(entry_id, fields))
+                tasks.add(t)
+
+                def done(t: asyncio.Task[None]) -> None:
+                    tasks.discard(t)
+                    slots.release()
+                t.add_done_callback(done)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _read(self, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        resp = await self.r.xreadgroup(GROUP, self.consumer, {self.queue.keys.samples: ">"},
+                                                 count=count, block=500)
+        return [e for _, entries in resp for e in entries] if resp else []
+
+    async def _claim(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Entries pending longer than claim_idle_s (a dead worker's, or our own failed ones)."""
+        idle_ms = int(self.cfg.worker.claim_idle_s * 1000)
+        res = await self.r.xautoclaim(self.queue.keys.samples, GROUP, self.consumer, idle_ms,
+                                                start_id="0-0", count=self.cfg.worker.concurrency)
+        return [(i, f) for i, f in res[1] if f]
+
+    async def _deliveries(self, entry_id: bytes) -> int:
+        info = await self.r.xpending_range(self.queue.keys.samples, GROUP, min=entry_id,
+                                                     max=entry_id, count=1)
+        return int(info[0]["times_delivered"]) if info else 1
+
+    # -- one entry ---------------------------------------------------------------------------------
+
+    async def _handle(self, entry_id: bytes, fields: dict[bytes, bytes]) -> None:
+        try:
+            sample = Sample.from_fields(fields)
+        except (ValidationError, KeyError) as e:
+            await self._dead(entry_id, fields, f"malformed sample: {e}")
+            return
+        if await self.r.exists(self.queue.keys.done(sample.request_id)):
+            self.stats.duplicates += 1  # judged before; this is a redelivery
+            await self.r.xack(self.queue.keys.samples, GROUP, entry_id)
+            return
+        if await self._deliveries(entry_id) > self.cfg.worker.max_attempts:
+            await self._dead(entry_id, fields, "max_attempts exceeded")
+            return
+        delay = self.cfg.worker.retry_backoff_s
+        for attempt in range(3):  # quick in-process retries; later ones come through redelivery
+            try:
+                recorded = await self._judge(sample)
+                self.stats.judged += int(recorded)
+                self.stats.duplicates += int(not recorded)
+                await self.r.xack(self.queue.keys.samples, GROUP, entry_id)
+                return
+            except Skip as e:
+                await self._dead(entry_id, fields, str(e))
+                return
+            except (CallFailed, ParseFailure) as e:
+                reason = "parse" if isinstance(e, ParseFailure) else e.reason
+                m.JUDGE_FAILURES.labels(reason).inc()
+                self.stats.failed_attempts += 1
+                log.warning("sample %s attempt %d failed: %s", sample.request_id, attempt + 1, e)
+                if attempt < 2:
+                    await asyncio.sleep(delay)
+                    delay *= 2
+            except (RedisError, OSError) as e:
+                log.warning("redis error while recording %s: %s", sample.request_id, e)
+                return  # left pending: claimed again later
+        # still failing: leave it pending; it is claimed again after claim_idle_s
+
+    async def _dead(self, entry_id: bytes, fields: dict[bytes, bytes], why: str) -> None:
+        pipe = self.r.pipeline(transaction=True)
+        pipe.xadd(self.queue.keys.dead, {**fields, b"reason": why.encode(), b"entry": entry_id})
+        pipe.xack(self.queue.keys.samples, GROUP, entry_id)
+        await pipe.execute()
+        self.stats.dead += 1
+        m.JUDGE_DEAD_LETTERS.inc()
+        log.error("sample %s dead-lettered: %s", entry_id.decode(), why)
+
+    async def _judge(self, s: Sample) -> bool:
+        question = question_text(s.messages, s.prompt)
+        if s.candidate is None:
+            if not self.cfg.single_when_no_candidate:
+                raise Skip("no candidate and single-answer mode is off")
+            return await self._rate(s, question)
+        other_name = s.candidate if s.served_arm == "stable" else s.stable
+        other = await self._generate(s, other_name)
+        cand_answer, stable_answer = (other, s.answer) if s.served_arm == "stable" else (s.answer, other)
+        override = self.cfg.judge.prompts.get(s.category)
+        (v1, x1), (v2, x2) = await asyncio.gather(
+            self._ask_pairwise(pairwise_messages(question, cand_answer, stable_answer, s.reference, s.category,
+                                                 override)),
+            self._ask_pairwise(pairwise_messages(question, stable_answer, cand_answer, s.reference, s.category,
+                                                 override)),
+        )
+        outcome, consistent = combine(v1, v2)
+        name = {1: "wins", 0: "ties", -1: "losses"}[outcome]
+        incr = {f"{s.category}:n": 1, f"{s.category}:{name}": 1}
+        if not consistent:
+            incr[f"{s.category}:inconsistent"] = 1
+        pair = PairResult(request_id=s.request_id, alias=s.alias, rollout_id=s.rollout_id, category=s.category,
+                          mode="pairwise", stable=s.stable, candidate=s.candidate, question=question,
+                          stable_answer=stable_answer, candidate_answer=cand_answer, outcome=outcome,
+                          verdicts=[v1.value, v2.value], position_consistent=consistent,
+                          judge_explanations=[x1, x2], judge_model=self.cfg.judge.model, ts=time.time())
+        recorded = await self.queue.record(request_id=s.request_id, alias=s.alias, rollout_id=s.rollout_id,
+                                           pair_json=pair.model_dump_json(), ts=pair.ts, increments=incr,
+                                           ttl_s=self._ttl_s)
+        if recorded:
+            m.JUDGED_PAIRS.labels(s.alias, s.candidate, s.category, name[:-1] if name != "losses" else "loss").inc()
+            if not consistent:
+                m.POSITION_INCONSISTENT.labels(s.alias, s.category).inc()
+        return recorded
+
+    async def _rate(self, s: Sample, question: str) -> bool:
+        text = await self._call_judge(single_messages(question, s.answer), "single")
+        rating = parse_rating(text)
+        pair = PairResult(request_id=s.request_id, alias=s.alias, rollout_id=s.rollout_id, category=s.category,
+                          mode="single", stable=s.stable, candidate=None, question=question,
+                          stable_answer=s.answer, candidate_answer=None, rating=rating,
+                          judge_explanations=[text], judge_model=self.cfg.judge.model, ts=time.time())
+        recorded = await self.queue.record(
+            request_id=s.request_id, alias=s.alias, rollout_id=s.rollout_id, pair_json=pair.model_dump_json(),
+            ts=pair.ts, increments={f"{s.category}:rated": 1, f"{s.category}:rating_sum": round(rating)},
+            ttl_s=self._ttl_s)
+        if recorded:
+            m.SINGLE_RATINGS.labels(s.alias, s.category).observe(rating)
+        return recorded
+
+    async def _generate(self, s: Sample, version_name: str) -> str:
+        version = self.state.snapshot.versions.get(version_name)
+        if version is None:
+            m.JUDGE_FAILURES.labels("version_missing").inc()
+            raise Skip(f"version {version_name!r} is not registered")
+        body: dict[str, Any] = {**s.params, "model": version.model, "stream": False}
+        body["messages" if s.endpoint == "chat" else "prompt"] = s.messages if s.endpoint == "chat" else s.prompt
+        try:
+            text, _ = await self.http.create(version.base_url, s.endpoint, body, version.api_key_env,
+                                             self.cfg.worker.generation_timeout_s)
+        except CallFailed as e:
+            raise CallFailed(f"generation_{e.reason}", str(e)) from None
+        return text
+
+    async def _ask_pairwise(self, messages: list[dict[str, str]]) -> tuple[Verdict, str]:
+        text = await self._call_judge(messages, "pairwise")
+        try:
+            return parse_pairwise(text), text
+        except ParseFailure:
+            m.JUDGE_PARSE_FAILURES.inc()
+            raise
+
+    async def _call_judge(self, messages: list[dict[str, str]], mode: str) -> str:
+        j = self.cfg.judge
+        body = {"model": j.model, "messages": messages, "temperature": j.temperature, "max_tokens": j.max_tokens}
+        async with self._judge_slots:
+            t0 = time.perf_counter()
+            try:
+                text, _ = await self.http.create(j.base_url.rstrip("/"), "chat", body, j.api_key_env, j.timeout_s)
+            except CallFailed as e:
+                m.JUDGE_CALLS.labels(mode, "error").inc()
+                raise CallFailed(f"judge_{e.reason}", str(e)) from None
+            finally:
+                m.JUDGE_LATENCY.observe(time.perf_counter() - t0)
+        m.JUDGE_CALLS.labels(mode, "ok").inc()
+        return text
+
+    # -- queue health --------------------------------------------------------------------------------
+
+    async def export_queue_metrics(self) -> tuple[int, float]:
+        """Samples not yet judged (pending + undelivered) and the age of the oldest one."""
+        r, key = self.r, self.queue.keys.samples
+        group = next((g for g in await r.xinfo_groups(key) if _s(g["name"]) == GROUP), None)
+        if group is None:
+            return 0, 0.0
+        pending = await r.xpending(key, GROUP)
+        after_last = f"({_s(group['last-delivered-id'])}"
+        undelivered = group.get("lag")  # Redis >= 7 counts it; older ones: count (bounded) ourselves
+        if undelivered is None:
+            undelivered = len(await r.xrange(key, min=after_last, max="+", count=10_000))
+        oldest = [pending["min"]] if pending["pending"] else []
+        oldest += [i for i, _ in await r.xrange(key, min=after_last, max="+", count=1)]
+        lag = max((time.time() - int(_s(i).split("-")[0]) / 1000 for i in oldest), default=0.0)
+        length = int(pending["pending"]) + int(undelivered)
+        m.JUDGE_QUEUE_LENGTH.set(length)
+        m.JUDGE_QUEUE_LAG.set(lag)
+        return length, lag
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
