@@ -22,18 +22,21 @@ import redis.asyncio as aioredis
 GROUP = "judges"
 
 _APPEND = """
-local sec = tonumber(ARGV[1]); local day = tonumber(ARGV[2])
-local max_s = tonumber(ARGV[3]); local max_d = tonumber(ARGV[4]); local maxlen = tonumber(ARGV[5])
+local max_s = tonumber(ARGV[1]); local max_d = tonumber(ARGV[2]); local maxlen = tonumber(ARGV[3])
+local s = tonumber(redis.call('GET', KEYS[2]) or '0')
+local d = tonumber(redis.call('GET', KEYS[3]) or '0')
 local appended, refused = 0, 0
-for i = 6, #ARGV do
-  local s = redis.call('INCR', KEYS[2]); if s == 1 then redis.call('EXPIRE', KEYS[2], 5) end
-  local d = redis.call('INCR', KEYS[3]); if d == 1 then redis.call('EXPIRE', KEYS[3], 172800) end
-  if s > max_s or d > max_d then
-    refused = refused + 1
-  else
+for i = 4, #ARGV do
+  if s < max_s and d < max_d then
     redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', 'sample', ARGV[i])
-    appended = appended + 1
+    s = s + 1; d = d + 1; appended = appended + 1
+  else
+    refused = refused + 1
   end
+end
+if appended > 0 then
+  redis.call('INCRBY', KEYS[2], appended); redis.call('EXPIRE', KEYS[2], 5)
+  redis.call('INCRBY', KEYS[3], appended); redis.call('EXPIRE', KEYS[3], 172800)
 end
 return {appended, refused}
 """
@@ -92,7 +95,7 @@ class JudgeQueue:
         keys = [self.keys.samples, f"{self.keys.prefix}:judge:budget:s:{sec}",
                 f"{self.keys.prefix}:judge:budget:d:{day}"]
         appended, refused = await self._append(
-            keys=keys, args=[sec, day, int(max_per_second), max_per_day, self.maxlen, *payloads])
+            keys=keys, args=[int(max_per_second), max_per_day, self.maxlen, *payloads])
         return int(appended), int(refused)
 
     async def ensure_group(self) -> None:

@@ -1,0 +1,293 @@
+"""Sampling through the gateway and the judge worker, against real Redis and real HTTP backends with a
+scripted judge."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from gateway.cli import app as cli
+from judges.config import JudgingConfig
+from judges.queue import GROUP, JudgeQueue
+from judges.records import Sample
+from judges.worker import JudgeWorker
+from monitoring import metrics as m
+from router.live_state import LiveState
+from router.store import StateStore, connect
+from tests.support.fake_judge import FakeJudge
+from tests.support.servers import RedisServer, ThreadServer
+
+MSG = "Explain photosynthesis in two sentences."
+
+
+def judging(judge_url: str, sampling: dict[str, Any] | None = None, **worker: Any) -> dict[str, Any]:
+    return {
+        "sampling": {"default_rate": 1.0, "min_per_window": 0, "max_per_second": 1000, **(sampling or {})},
+        "judge": {"base_url": f"{judge_url}/v1", "model": "scripted-judge", "timeout_s": 10},
+        "worker": {"claim_idle_s": 0.3, "retry_backoff_s": 0.01, "metrics_port": None, **worker},
+    }
+
+
+class Rig:
+    """Gateway + two scripted versions + scripted judge + helpers to run a worker."""
+
+    def __init__(self, backend_factory: Callable[..., Any], gateway_factory: Callable[..., ThreadServer],
+                 redis_url: str, prefix: str, judge_mode: str = "prefer:candidate", weight: float = 0.0,
+                 candidate: bool = True, sampling: dict[str, Any] | None = None, **worker: Any) -> None:
+        self.stable, s = backend_factory("stable", model="base", text="the stable version answers this well")
+        self.cand, c = backend_factory("cand", model="ft", text="the candidate version answers this better")
+        self.judge = FakeJudge(judge_mode)
+        self.judge_srv = ThreadServer(self.judge.app).start()
+        self.redis_url, self.prefix = redis_url, prefix
+        self.cfg = JudgingConfig.model_validate(judging(self.judge_srv.url, sampling, **worker))
+        alias = {"name": "bot", "stable": "v1"} | ({"candidate": "v2", "weight_pct": weight} if candidate else {})
+        self.gw = gateway_factory([{"name": "v1", "base_url": f"{s.url}/v1", "model": "base"},
+                                   {"name": "v2", "base_url": f"{c.url}/v1", "model": "ft"}], [alias],
+                                  judging=self.cfg.model_dump(), redis_url=redis_url, prefix=prefix)
+
+    def ask(self, n: int, stream_every: int = 2, **extra: Any) -> list[httpx.Response]:
+        out = []
+        with httpx.Client(base_url=self.gw.url, timeout=20) as h:
+            for i in range(n):
+                body = {"model": "bot", "temperature": 0.3, "max_tokens": 20, "stream": i % stream_every == 1,
+                        "messages": [{"role": "user", "content": f"{MSG} (#{i})"}], **extra.pop("body", {})}
+                # the header layer labels them, so these tests do not depend on the model's view of "(#i)"
+                headers = {"x-cliffguard-category": "knowledge", **extra.get("headers", {})}
+                out.append(h.post("/v1/chat/completions", json=body, headers=headers))
+        return out
+
+    def state(self) -> tuple[Any, JudgeQueue, LiveState]:
+        client = connect(self.redis_url, timeout_s=5)
+        return client, JudgeQueue(client, self.prefix), LiveState(StateStore(client, self.prefix))
+
+    async def queued(self, q: JudgeQueue, n: int, timeout: float = 5) -> None:
+        deadline = time.monotonic() + timeout
+        while await q.redis.xlen(q.keys.samples) < n:
+            assert time.monotonic() < deadline, "samples did not reach the stream"
+            await asyncio.sleep(0.05)
+
+    async def work_until(self, pred: Callable[[JudgeWorker], Any], timeout: float = 15,
+                         cfg: JudgingConfig | None = None, consumer: str | None = None) -> JudgeWorker:
+        client, q, state = self.state()
+        await state.start()
+        c = (cfg or self.cfg).model_copy(deep=True)
+        c.worker.consumer = consumer
+        w = JudgeWorker(c, q, state)
+        task = asyncio.create_task(w.run())
+        try:
+            deadline = time.monotonic() + timeout
+            while not await _maybe_async(pred(w)):
+                assert time.monotonic() < deadline, f"condition not met; stats {w.stats}"
+                assert not task.done(), task.exception()
+                await asyncio.sleep(0.05)
+        finally:
+            w.stop()
+            await asyncio.wait_for(task, 10)
+            await w.http.close()
+            await state.stop()
+            await client.aclose()
+        return w
+
+    def stop(self) -> None:
+        self.judge_srv.stop()
+
+
+async def _maybe_async(v: Any) -> Any:
+    return await v if asyncio.iscoroutine(v) else v
+
+
+@pytest.fixture
+def rig(backend_factory, gateway_factory, redis_srv, key_prefix):
+    made: list[Rig] = []
+
+    def make(**kw: Any) -> Rig:
+        r = Rig(backend_factory, gateway_factory, kw.pop("redis_url", redis_srv.url), key_prefix, **kw)
+        made.append(r)
+        return r
+
+    yield make
+    for r in made:
+        r.stop()
+
+
+async def stats(r: Rig) -> dict[str, dict[str, int]]:
+    client, q, _ = r.state()
+    try:
+        rollout = json.loads(await client.hget(f"{r.prefix}:aliases", "bot"))["rollout_id"]
+        return await q.stats("bot", rollout)
+    finally:
+        await client.aclose()
+
+
+async def test_shadow_answers_and_verdicts_in_both_orders(rig):
+    r = rig(weight=0.0)  # shadow: the candidate serves nobody, yet gets judged
+    assert all(resp.headers["x-cliffguard-version"] == "v1" and resp.status_code == 200 for resp in r.ask(6))
+    client, q, _ = r.state()
+    await r.queued(q, 6)
+    await client.aclose()
+    w = await r.work_until(lambda w: w.stats.judged >= 6)
+    assert w.stats.judged == 6
+    gen = [b for b in r.cand.record.requests if not b.get("stream")]
+    assert len(gen) == 6 and all(b["temperature"] == 0.3 and b["max_tokens"] == 20 for b in gen)
+    assert len(r.judge.calls) == 12  # both orders for every pair
+    firsts = {c[1]["content"].split("[The Start of Assistant A's Answer]\n")[1][:14] for c in r.judge.calls}
+    assert firsts == {"the candidate ", "the stable ver"}
+    s = await stats(r)
+    assert s["knowledge"] == {"n": 6, "wins": 6}
+
+    runner = CliRunner()
+    env = {"CLIFFGUARD_REDIS_URL": r.redis_url, "CLIFFGUARD_KEY_PREFIX": r.prefix}
+    def invoke(args: list[str], env: dict[str, str]) -> Any:  # the CLI runs its own event loop
+        return asyncio.to_thread(runner.invoke, cli, args, env=env)
+
+    exported = await invoke(["judgments", "export", "--alias", "bot", "--since", "1h"], env)
+    assert exported.exit_code == 0, exported.output
+    pairs = [json.loads(line) for line in exported.stdout.splitlines() if line.startswith("{")]
+    assert len(pairs) == 6 and all(p["outcome"] == 1 and p["verdicts"] == ["A", "B"] for p in pairs)
+    shown = await invoke(["judgments", "show", pairs[0]["request_id"]], {**env, "COLUMNS": "150"})
+    assert shown.exit_code == 0 and "candidate wins" in shown.stdout and "stable (v1)" in shown.stdout
+    assert (await invoke(["judgments", "show", "nope"], env)).exit_code == 1
+
+
+async def test_position_bias_and_explicit_ties_count_as_ties(rig):
+    r = rig(judge_mode="always_a", weight=100.0)
+    r.ask(4)
+    before = m.POSITION_INCONSISTENT.labels("bot", "knowledge")._value.get()
+    await r.work_until(lambda w: w.stats.judged >= 4)
+    s = (await stats(r))["knowledge"]
+    assert s == {"n": 4, "ties": 4, "inconsistent": 4}
+    assert m.POSITION_INCONSISTENT.labels("bot", "knowledge")._value.get() - before == 4
+    r.judge.mode = "tie"
+    r.ask(2, body={"user": "tie-user"})
+    await r.work_until(lambda w: w.stats.judged >= 2)
+    s = (await stats(r))["knowledge"]
+    assert s["ties"] == 6 and s["inconsistent"] == 4  # explicit ties are consistent
+
+
+async def test_judge_errors_are_retried_and_parse_failures_dead_lettered(rig):
+    r = rig(judge_mode="prefer:candidate", max_attempts=2)
+    r.judge.fail_first = 1  # one 500, then answers: the in-process retry succeeds
+    r.ask(1)
+    await r.work_until(lambda w: w.stats.judged >= 1)
+    assert (await stats(r))["knowledge"]["n"] == 1
+
+    r.judge.mode = "garbage"
+    parse_before = m.JUDGE_PARSE_FAILURES._value.get()
+    r.ask(1, body={"user": "garbage"})
+    w = await r.work_until(lambda w: w.stats.dead >= 1, timeout=20)
+    assert w.stats.judged == 0 and (await stats(r))["knowledge"]["n"] == 1  # nothing counted
+    assert m.JUDGE_PARSE_FAILURES._value.get() - parse_before >= 2
+    client, q, _ = r.state()
+    dead = await client.xrange(q.keys.dead)
+    assert len(dead) == 1 and dead[0][1][b"reason"] == b"max_attempts exceeded"
+    assert (await client.xpending(q.keys.samples, GROUP))["pending"] == 0
+    await client.aclose()
+
+
+async def test_redelivered_and_duplicate_samples_count_once(rig):
+    r = rig()
+    r.ask(1)
+    client, q, _ = r.state()
+    await r.queued(q, 1)
+    [(_, fields)] = await client.xrange(q.keys.samples)
+    await q.append([fields[b"sample"]] * 2, 1000, 10_000)  # the same sample delivered three times
+    await client.aclose()
+    w = await r.work_until(lambda w: w.stats.judged + w.stats.duplicates >= 3)
+    assert w.stats.judged == 1 and w.stats.duplicates == 2
+    assert (await stats(r))["knowledge"]["n"] == 1
+
+
+async def test_a_killed_workers_pending_messages_are_finished_by_another(rig):
+    r = rig()
+    r.ask(3)
+    client, q, _ = r.state()
+    await r.queued(q, 3)
+    await q.ensure_group()
+    taken = await client.xreadgroup(GROUP, "worker-that-dies", {q.keys.samples: ">"}, count=3)
+    assert len(taken[0][1]) == 3  # delivered to a worker that never acknowledges
+    w = await r.work_until(lambda w: w.stats.judged >= 3, consumer="survivor")
+    assert w.stats.judged == 3
+    assert (await client.xpending(q.keys.samples, GROUP))["pending"] == 0
+    await client.aclose()
+
+
+async def test_redis_restart_loses_nothing(rig):
+    srv = RedisServer(appendonly=True).start()
+    try:
+        r = rig(redis_url=srv.url)
+        r.ask(4)
+        client, q, _ = r.state()
+        await r.queued(q, 4)
+        await client.aclose()
+        srv.kill()
+        time.sleep(1.0)  # the gateway notices Redis is gone
+        assert all(resp.status_code == 200 for resp in r.ask(3, body={"user": "during-outage"}))
+        srv.start()  # same append-only file
+        client, q, _ = r.state()
+        await r.queued(q, 7, timeout=10)  # the 3 buffered during the outage arrive too
+        await client.aclose()
+        w = await r.work_until(lambda w: w.stats.judged >= 7, timeout=20)
+        assert w.stats.judged == 7 and (await stats(r))["knowledge"]["n"] == 7
+    finally:
+        srv.stop()
+
+
+async def test_buffer_overflow_while_redis_is_down_is_counted(rig):
+    srv = RedisServer(appendonly=True).start()
+    try:
+        r = rig(redis_url=srv.url, sampling={"buffer_size": 2})
+        srv.kill()
+        time.sleep(0.5)
+        before = m.SAMPLES_DROPPED.labels("overflow")._value.get()
+        assert all(x.status_code == 200 for x in r.ask(5))  # requests never suffer
+        assert m.SAMPLES_DROPPED.labels("overflow")._value.get() - before == 3  # the buffer holds 2
+        srv.start()
+        client, q, _ = r.state()
+        await r.queued(q, 2, timeout=10)  # the buffered ones arrive when Redis returns
+        await asyncio.sleep(0.3)
+        assert await client.xlen(q.keys.samples) == 2
+        await client.aclose()
+    finally:
+        srv.stop()
+
+
+async def test_opt_out_and_redaction(rig):
+    r = rig()
+    r.ask(2, headers={"x-cliffguard-no-sample": "1"})
+    r.ask(1, body={"messages": [{"role": "user", "content": "Mail me at jane.doe@example.com about my card "
+                                                            "4111 1111 1111 1111"}]})
+    client, q, _ = r.state()
+    await r.queued(q, 1)
+    await asyncio.sleep(0.3)
+    rows = await client.xrange(q.keys.samples)
+    await client.aclose()
+    assert len(rows) == 1  # the opted-out requests were never sampled
+    sample = Sample.from_fields(rows[0][1])
+    assert sample.messages[0]["content"] == "Mail me at [REDACTED] about my card [REDACTED]"
+
+
+async def test_single_answer_mode_without_a_candidate(rig):
+    r = rig(judge_mode="rating:7", candidate=False)
+    r.ask(2)
+    await r.work_until(lambda w: w.stats.judged >= 2)
+    assert (await stats(r))["knowledge"] == {"rated": 2, "rating_sum": 14}
+
+
+async def test_global_budget_holds_over_10k_samples(redis_srv, key_prefix):
+    client = connect(redis_srv.url)
+    q = JudgeQueue(client, key_prefix)
+    payloads = [b"{}"] * 10_000
+    appended, refused = 0, 0
+    for second in range(4):  # 2,500 attempts in each of 4 seconds, 50/s allowed
+        a, f = await q.append(payloads[:2_500], max_per_second=50, max_per_day=180, now=1_000_000.0 + second)
+        appended, refused = appended + a, refused + f
+    assert appended == 180 and refused == 10_000 - 180  # 50 + 50 + 50 + 30: the day budget ends it
+    assert await client.xlen(q.keys.samples) == 180
+    await client.aclose()
