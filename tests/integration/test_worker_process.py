@@ -1,0 +1,74 @@
+"""`cliffguard serve` + `cliffguard worker` as operators run them, on the embedded Redis: the worker finds
+it, judges, exports metrics, and a worker killed mid-way loses nothing after a restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import yaml
+
+from tests.integration.test_serve import start, stop, wait_up
+from tests.support.fake_judge import FakeJudge
+from tests.support.metrics import sample
+from tests.support.servers import ThreadServer, free_port
+
+
+def test_worker_process_on_embedded_redis_survives_restart(tmp_path, backend_factory):
+    _, s = backend_factory("stable", model="base", text="stable answer")
+    _, c = backend_factory("cand", model="ft", text="candidate answer is best", head_delay_s=0.2)
+    judge = FakeJudge("prefer:candidate")
+    metrics_port, port = free_port(), free_port()
+    with ThreadServer(judge.app) as judge_srv:
+        cfg = {"listen": {"port": port}, "workers": 1, "data_dir": str(tmp_path / "data"),
+               "versions": [{"name": "v1", "base_url": f"{s.url}/v1", "model": "base"},
+                            {"name": "v2", "base_url": f"{c.url}/v1", "model": "ft"}],
+               "aliases": [{"name": "bot", "stable": "v1", "candidate": "v2", "weight_pct": 0}],
+               "judging": {"sampling": {"default_rate": 1.0, "min_per_window": 0, "max_per_second": 1000},
+                           "judge": {"base_url": f"{judge_srv.url}/v1", "model": "scripted"},
+                           "worker": {"metrics_port": metrics_port, "claim_idle_s": 1.0, "concurrency": 2}}}
+        path = tmp_path / "cg.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CLIFFGUARD_", "PROMETHEUS_"))}
+        url = f"http://127.0.0.1:{port}"
+        gw = start(path, env)
+        workers: list[subprocess.Popen[bytes]] = []
+        try:
+            wait_up(url, gw)
+            for i in range(30):
+                httpx.post(f"{url}/v1/chat/completions", headers={"x-cliffguard-category": "writing"},
+                           json={"model": "bot", "messages": [{"role": "user", "content": f"poem {i}"}]})
+            cmd = [sys.executable, "-m", "gateway.cli", "worker", "--config", str(path)]
+            workers.append(subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                                            stderr=subprocess.STDOUT))
+            deadline = time.monotonic() + 30
+            while len(judge.calls) < 6:  # a few pairs judged, most still queued or in flight
+                assert time.monotonic() < deadline and workers[0].poll() is None
+                time.sleep(0.05)
+            os.killpg(workers[0].pid, signal.SIGKILL)  # dies with messages in flight
+            workers[0].wait()
+            workers.append(subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                                            stderr=subprocess.STDOUT))
+            export_cmd = [sys.executable, "-m", "gateway.cli", "judgments", "export", "--alias", "bot",
+                          "--config", str(path)]
+            deadline = time.monotonic() + 60
+            while True:  # the stored pairs are the ground truth: every sample judged exactly once
+                pairs = subprocess.run(export_cmd, env=env, capture_output=True, text=True).stdout.splitlines()
+                if len(pairs) >= 30:
+                    break
+                assert time.monotonic() < deadline, f"{len(pairs)} of 30 judged"
+                time.sleep(0.5)
+            assert len(pairs) == 30 and len({p.split('"request_id":"')[1][:24] for p in pairs}) == 30
+            text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+            assert sample(text, "cliffguard_judged_pairs_total", alias="bot", category="writing", outcome="win") > 0
+            assert "cliffguard_judge_queue_length" in text and "cliffguard_judge_latency_seconds" in text
+        finally:
+            for w in workers:
+                if w.poll() is None:
+                    os.killpg(w.pid, signal.SIGINT)
+                    w.wait(timeout=15)
+            stop(gw)
