@@ -33,6 +33,10 @@ from router.live_state import LiveState
 log = logging.getLogger("cliffguard.worker")
 
 
+# outcome for the candidate -> (stats hash field, metric label)
+_OUTCOMES = {1: ("wins", "win"), 0: ("ties", "tie"), -1: ("losses", "loss")}
+
+
 class Skip(Exception):
     """The sample cannot ever be judged (e.g. its version is gone): dead-letter it at once."""
 
@@ -176,8 +180,8 @@ class JudgeWorker:
                                                  override)),
         )
         outcome, consistent = combine(v1, v2)
-        name = {1: "wins", 0: "ties", -1: "losses"}[outcome]
-        incr = {f"{s.category}:n": 1, f"{s.category}:{name}": 1}
+        counter, label = _OUTCOMES[outcome]
+        incr = {f"{s.category}:n": 1, f"{s.category}:{counter}": 1}
         if not consistent:
             incr[f"{s.category}:inconsistent"] = 1
         pair = PairResult(request_id=s.request_id, alias=s.alias, rollout_id=s.rollout_id, category=s.category,
@@ -189,7 +193,7 @@ class JudgeWorker:
                                            pair_json=pair.model_dump_json(), ts=pair.ts, increments=incr,
                                            ttl_s=self._ttl_s)
         if recorded:
-            m.JUDGED_PAIRS.labels(s.alias, s.candidate, s.category, name[:-1] if name != "losses" else "loss").inc()
+            m.JUDGED_PAIRS.labels(s.alias, s.candidate, s.category, label).inc()
             if not consistent:
                 m.POSITION_INCONSISTENT.labels(s.alias, s.category).inc()
         return recorded
