@@ -10,6 +10,7 @@ from rich.table import Table
 
 from gateway.cli_classifier import classifier_app, classify_cmd
 from gateway.cli_judgments import judgments_app
+from gateway.cli_simulate import simulate_cmd
 from gateway.config import ConfigError, load_settings
 
 app = typer.Typer(help="cliffguard: staged-rollout gateway for fine-tuned LLMs.", no_args_is_help=True,
@@ -19,6 +20,7 @@ app.add_typer(rollout_app, name="rollout")
 app.add_typer(classifier_app, name="classifier")
 app.command("classify")(classify_cmd)
 app.add_typer(judgments_app, name="judgments")
+app.command("simulate")(simulate_cmd)
 
 out = Console()
 err = Console(stderr=True)
