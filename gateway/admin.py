@@ -5,7 +5,8 @@ Bearer tokens from `auth.admin_tokens`, each `read` or `admin`; every mutating c
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
@@ -15,7 +16,15 @@ from starlette.routing import Route
 from gateway.auth import Identity
 from gateway.context import GatewayContext
 from gateway.errors import GatewayError
+from monitoring.controller import start_rollout
 from router.state import BP_MAX, AliasState
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+class RolloutStart(BaseModel):
+    candidate: str
+    reason: str | None = None
 
 
 class SplitChange(BaseModel):
@@ -26,6 +35,15 @@ class SplitChange(BaseModel):
 
 def _error(e: GatewayError) -> Response:
     return Response(e.body(), status_code=e.status, media_type="application/json")
+
+
+def _parse(model: type[_M], raw: bytes) -> _M:
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise GatewayError(400, f"{'.'.join(map(str, first['loc'])) or 'body'}: {first['msg']}",
+                           "invalid_request_error", None, "invalid_body") from None
 
 
 def _identify(ctx: GatewayContext, request: Request, need_admin: bool) -> Identity:
@@ -63,12 +81,7 @@ def routes(ctx: GatewayContext) -> list[Route]:
     async def set_split(request: Request) -> Response:
         try:
             ident = _identify(ctx, request, need_admin=True)
-            try:
-                change = SplitChange.model_validate_json(await request.body())
-            except ValidationError as e:
-                first = e.errors()[0]
-                raise GatewayError(400, f"{'.'.join(map(str, first['loc'])) or 'body'}: {first['msg']}",
-                                   "invalid_request_error", None, "invalid_body") from None
+            change = _parse(SplitChange, await request.body())
             name = request.path_params["alias"]
             snap = ctx.state.snapshot
             if change.candidate is not None and change.candidate not in snap.versions:
@@ -92,6 +105,33 @@ def routes(ctx: GatewayContext) -> list[Route]:
         await ctx.state.refresh()  # this replica applies it now; others within state_refresh_s
         return JSONResponse(alias_view(after))
 
+    async def start(request: Request) -> Response:
+        try:
+            ident = _identify(ctx, request, need_admin=True)
+            body = _parse(RolloutStart, await request.body())
+            name = request.path_params["alias"]
+            if body.candidate not in ctx.state.snapshot.versions:
+                raise GatewayError(404, f"Unknown version {body.candidate!r}.", "invalid_request_error",
+                                   "candidate", "unknown_version")
+            policy = ctx.settings.controller.policies.get(name, ctx.settings.controller.policy)
+
+            def mutate(a: AliasState) -> AliasState:
+                if body.candidate == a.stable:
+                    raise GatewayError(400, "The candidate must differ from the stable version.",
+                                       "invalid_request_error", "candidate", "invalid_value")
+                return start_rollout(a, body.candidate, policy, time.time())
+
+            event = {"type": "rollout_started", "actor": ident.name, "reason": body.reason}
+            try:
+                _, after = await ctx.store.update_alias(name, mutate, event)
+            except KeyError:
+                raise GatewayError(404, f"Unknown alias {name!r}.", "invalid_request_error", "alias",
+                                   "unknown_alias") from None
+        except GatewayError as e:
+            return _error(e)
+        await ctx.state.refresh()
+        return JSONResponse(alias_view(after))
+
     async def get_events(request: Request) -> Response:
         try:
             _identify(ctx, request, need_admin=False)
@@ -103,5 +143,6 @@ def routes(ctx: GatewayContext) -> list[Route]:
     return [
         Route("/admin/state", get_state, methods=["GET"]),
         Route("/admin/aliases/{alias}/split", set_split, methods=["PUT"]),
+        Route("/admin/aliases/{alias}/rollout", start, methods=["POST"]),
         Route("/admin/events", get_events, methods=["GET"]),
     ]

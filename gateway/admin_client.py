@@ -39,6 +39,11 @@ class AdminClient:
         result: dict[str, Any] = self._call("GET", "/admin/state")
         return result
 
+    def start_rollout(self, alias: str, candidate: str, reason: str | None) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/admin/aliases/{alias}/rollout",
+                                            json={"candidate": candidate, "reason": reason})
+        return result
+
     def set_split(self, alias: str, candidate: str | None, weight_pct: float, reason: str | None) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
             "PUT", f"/admin/aliases/{alias}/split",

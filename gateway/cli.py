@@ -98,6 +98,42 @@ def status(url: UrlOpt = None, token: TokenOpt = None) -> None:
     out.print(t)
 
 
+@rollout_app.command("start")
+def rollout_start(
+    alias: str,
+    candidate: Annotated[str, typer.Option(help="the version to roll out")],
+    reason: Annotated[str | None, typer.Option(help="why (recorded in the event log)")] = None,
+    url: UrlOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Start a managed rollout: the controller takes the candidate through the stages, or rolls it back."""
+    from gateway.admin_client import AdminError
+
+    try:
+        a = _client(url, token).start_rollout(alias, candidate, reason)
+    except AdminError as e:
+        raise _fail(str(e)) from None
+    out.print(f"[green]ok[/] {alias}: rolling out [bold]{a['candidate']}[/] against {a['stable']}, phase "
+              f"{a['phase']}, weight {a['weight_pct']:g}%")
+
+
+@app.command()
+def controller(config: ConfigOpt = None) -> None:
+    """Run the rollout controller alone (it also runs inside `serve`; one leader acts at a time)."""
+    import asyncio
+
+    try:
+        settings = load_settings(config)
+    except ConfigError as e:
+        raise _fail(str(e), 2) from None
+    from gateway.controller_process import run_controller
+
+    try:
+        asyncio.run(run_controller(settings))
+    except FileNotFoundError as e:
+        raise _fail(str(e)) from None
+
+
 @rollout_app.command("set")
 def rollout_set(
     alias: str,

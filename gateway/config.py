@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from judges.config import JudgingConfig
+from monitoring.controller import ControllerConfig
 from router.classify.taxonomy import TaxonomyConfig
 
 ENV_PREFIX = "CLIFFGUARD_"
@@ -164,6 +165,7 @@ class Settings(BaseSettings):
     routing: Routing = Field(default_factory=Routing)
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     judging: JudgingConfig = Field(default_factory=JudgingConfig)
+    controller: ControllerConfig = Field(default_factory=ControllerConfig)
     versions: list[VersionConfig] = Field(default_factory=list)
     aliases: list[AliasConfig] = Field(default_factory=list)
 

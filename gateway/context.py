@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from dataclasses import dataclass
 
@@ -18,6 +19,8 @@ from judges.queue import JudgeQueue
 from judges.sampling import Sampler, make_redactor
 from judges.sink import SampleSink
 from monitoring import metrics as m
+from monitoring.controller import Controller
+from monitoring.notify import Notifier
 from router.classify import RequestClassifier
 from router.live_state import LiveState
 from router.state import RoutingSnapshot
@@ -49,6 +52,14 @@ def _count_flush(appended: int, refused: int) -> None:
         m.SAMPLES_DROPPED.labels("budget").inc(refused)
 
 
+def build_controller(settings: Settings, store: StateStore) -> Controller | None:
+    c = settings.controller
+    if not c.enabled:
+        return None
+    queue = JudgeQueue(store.redis, settings.key_prefix, settings.judging.stream_maxlen)
+    return Controller(c, store, queue.stats, Notifier(c.webhooks))
+
+
 @dataclass
 class GatewayContext:
     settings: Settings
@@ -58,7 +69,9 @@ class GatewayContext:
     auth: Authenticator
     classifier: RequestClassifier
     sampler: RequestSampler | None
+    controller: Controller | None = None
     embedded: EmbeddedRedis | None = None
+    _controller_task: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls, settings: Settings) -> GatewayContext:
@@ -76,10 +89,17 @@ class GatewayContext:
                           on_redis_status=lambda ok: m.REDIS_UP.set(1 if ok else 0))
         await state.start(seed=declared)
         classifier = build_classifier(settings.classifier)
-        return cls(settings, store, state, Backends(settings.timeouts, settings.limits),
-                   Authenticator(settings.auth), classifier, build_sampler(settings, store), embedded)
+        ctx = cls(settings, store, state, Backends(settings.timeouts, settings.limits),
+                  Authenticator(settings.auth), classifier, build_sampler(settings, store),
+                  build_controller(settings, store), embedded)
+        if ctx.controller is not None:  # every replica runs it; only the elected leader acts
+            ctx._controller_task = asyncio.create_task(ctx.controller.run(), name="cliffguard-controller")
+        return ctx
 
     async def stop(self) -> None:
+        if self.controller and self._controller_task:
+            self.controller.stop()
+            await asyncio.gather(self._controller_task, return_exceptions=True)
         if self.sampler:
             await self.sampler.sink.stop()
         if self.classifier.service:

@@ -177,6 +177,43 @@ JUDGE_QUEUE_LAG = Gauge(
 )
 
 
+# -- the rollout controller (leader only; `mostrecent` so a server reports the leader's view) --------
+
+CONTROLLER_LEADER = Gauge("cliffguard_controller_leader", "1 in the process that leads the controller.",
+                          multiprocess_mode="livemax")
+CONTROLLER_DECISIONS = Counter("cliffguard_controller_decisions_total",
+                               "Controller actions by alias and action (promote, complete, rollback, pin_category, "
+                               "inconclusive).", ["alias", "action"])
+CONTROLLER_LAST_DECISION = Gauge("cliffguard_controller_last_decision_timestamp_seconds",
+                                 "Time of the last controller action per alias.", ["alias"],
+                                 multiprocess_mode="mostrecent")
+ROLLOUT_PHASE = Gauge("cliffguard_rollout_phase", "1 for the alias's current phase.", ["alias", "phase"],
+                      multiprocess_mode="mostrecent")
+ROLLOUT_STAGE = Gauge("cliffguard_rollout_stage", "Index of the current stage.", ["alias"],
+                      multiprocess_mode="mostrecent")
+ROLLOUT_WEIGHT = Gauge("cliffguard_rollout_weight_ratio", "Candidate weight set by the rollout (0..1).", ["alias"],
+                       multiprocess_mode="mostrecent")
+ROLLOUT_PINNED = Gauge("cliffguard_rollout_pinned_categories", "Categories pinned to stable.", ["alias"],
+                       multiprocess_mode="mostrecent")
+CATEGORY_PAIRS = Gauge("cliffguard_category_judged_pairs", "Judged pairs in the current rollout.",
+                       ["alias", "category"], multiprocess_mode="mostrecent")
+CATEGORY_OUTCOMES = Gauge("cliffguard_category_outcomes", "Wins, ties and losses of the candidate in the current "
+                          "rollout.", ["alias", "category", "outcome"], multiprocess_mode="mostrecent")
+CATEGORY_ESTIMATE = Gauge("cliffguard_category_estimate", "Observed P(win) - P(loss) of the candidate.",
+                          ["alias", "category"], multiprocess_mode="mostrecent")
+CATEGORY_LOWER = Gauge("cliffguard_category_lower_bound", "Anytime-valid lower confidence bound of the estimate.",
+                       ["alias", "category"], multiprocess_mode="mostrecent")
+CATEGORY_UPPER = Gauge("cliffguard_category_upper_bound", "Anytime-valid upper confidence bound of the estimate.",
+                       ["alias", "category"], multiprocess_mode="mostrecent")
+CATEGORY_STATISTIC = Gauge("cliffguard_category_test_statistic", "log e-value of 'worse than tolerated'.",
+                           ["alias", "category"], multiprocess_mode="mostrecent")
+CATEGORY_THRESHOLD = Gauge("cliffguard_category_test_threshold", "log(1/alpha_k): rollback at or above it.",
+                           ["alias", "category"], multiprocess_mode="mostrecent")
+CATEGORY_PAIRS_NEEDED = Gauge("cliffguard_category_pairs_needed", "Estimated further pairs to a decision (-1: decided "
+                              "or too close to call).", ["alias", "category"], multiprocess_mode="mostrecent")
+WEBHOOKS = Counter("cliffguard_webhooks_total", "Webhook deliveries by result.", ["result"])
+
+
 def render() -> tuple[bytes, str]:
     """The exposition text for the whole server (all worker processes in multiprocess mode)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):

@@ -35,6 +35,12 @@ class AliasState(BaseModel):
     rollout_id: str = ""
     # capability categories routed to stable whatever the weight (the classifier decides before routing)
     pinned_categories: list[str] = Field(default_factory=list)
+    # the controller's view of the rollout; "manual" means an operator set the split and the controller
+    # leaves it alone (see monitoring.decision.Phase for the managed phases)
+    phase: str = "manual"
+    stage: int = 0
+    stage_started_at: float = 0.0
+    pairs_at_stage_start: int = 0
     updated_at: float = Field(default_factory=time.time)
 
     def effective_weight_bp(self) -> int:

@@ -72,7 +72,7 @@ class StateStore:
             pipe.hset(self.k_aliases, a.name, a.model_dump_json())
         pipe.incr(self.k_rev)
         if event is not None:
-            pipe.xadd(self.k_events, _event_fields(event), maxlen=EVENTS_MAXLEN, approximate=True)
+            pipe.xadd(self.k_events, event_fields(event), maxlen=EVENTS_MAXLEN, approximate=True)
         results = await pipe.execute()
         return int(results[-2] if event is not None else results[-1])
 
@@ -94,7 +94,7 @@ class StateStore:
                     pipe.hset(self.k_aliases, name, after.model_dump_json())
                     pipe.incr(self.k_rev)
                     full = {**event, "alias": name, "before": before.model_dump(), "after": after.model_dump()}
-                    pipe.xadd(self.k_events, _event_fields(full), maxlen=EVENTS_MAXLEN, approximate=True)
+                    pipe.xadd(self.k_events, event_fields(full), maxlen=EVENTS_MAXLEN, approximate=True)
                     await pipe.execute()
                     return before, after
                 except WatchError:
@@ -115,7 +115,7 @@ class StateStore:
             pipe.setnx(self.k_rev, max(snapshot.revision, 1))
             pipe.xadd(
                 self.k_events,
-                _event_fields({"type": "state_seeded", "actor": actor, "aliases": sorted(snapshot.aliases)}),
+                event_fields({"type": "state_seeded", "actor": actor, "aliases": sorted(snapshot.aliases)}),
                 maxlen=EVENTS_MAXLEN,
                 approximate=True,
             )
@@ -130,6 +130,6 @@ class StateStore:
         return [{"id": rid.decode(), **orjson.loads(f[b"data"])} for rid, f in rows]
 
 
-def _event_fields(event: dict[str, Any]) -> dict[Any, Any]:
+def event_fields(event: dict[str, Any]) -> dict[Any, Any]:
     event.setdefault("ts", time.time())
     return {"data": orjson.dumps(event)}

@@ -1,0 +1,62 @@
+"""Webhooks for rollout transitions: a JSON POST whose `text` field is Slack-compatible, sent in the
+background (a slow or failing receiver never delays the controller); failures are logged and counted."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+import orjson
+
+from monitoring import metrics as m
+
+log = logging.getLogger("cliffguard.notify")
+_ICONS = {"controller_rollback": ":rotating_light:", "controller_pin_category": ":pushpin:",
+          "controller_promote": ":arrow_up:", "controller_complete": ":white_check_mark:",
+          "controller_inconclusive": ":hourglass:"}
+
+
+def slack_text(event: dict[str, Any]) -> str:
+    action = event.get("type", "event").removeprefix("controller_").replace("_", " ")
+    after = event.get("after", {})
+    lines = [f"{_ICONS.get(event.get('type', ''), ':information_source:')} *{event.get('alias')}*: {action} - "
+             f"{event.get('reason', '')}",
+             f"stable `{after.get('stable')}`, candidate `{after.get('candidate')}`, weight "
+             f"{after.get('weight_bp', 0) / 100:g}%, phase {after.get('phase')}"]
+    for cat, s in sorted((event.get("categories") or {}).items()):
+        lines.append(f"- {cat}: estimate {s['estimate']:+.3f} [{s['lower']:+.3f}, {s['upper']:+.3f}], "
+                     f"n={s['n']}, tolerance {s['tolerance']}")
+    return "\n".join(lines)
+
+
+class Notifier:
+    def __init__(self, urls: list[str], timeout_s: float = 5.0) -> None:
+        self.urls = urls
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def send(self, event: dict[str, Any]) -> None:
+        if not self.urls:
+            return
+        payload = orjson.dumps({**event, "text": slack_text(event)}, default=str)
+        for url in self.urls:
+            t = asyncio.create_task(self._post(url, payload))
+            self._tasks.add(t)
+            t.add_done_callback(self._tasks.discard)
+
+    async def _post(self, url: str, payload: bytes) -> None:
+        try:
+            async with aiohttp.ClientSession(timeout=self.timeout) as s, s.post(
+                    url, data=payload, headers={"content-type": "application/json"}) as r:
+                if r.status >= 300:
+                    raise aiohttp.ClientResponseError(r.request_info, (), status=r.status)
+            m.WEBHOOKS.labels("ok").inc()
+        except (aiohttp.ClientError, TimeoutError) as e:
+            m.WEBHOOKS.labels("error").inc()
+            log.warning("webhook %s failed: %s", url, e)
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
