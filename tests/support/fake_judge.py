@@ -1,6 +1,7 @@
 """A judge with scripted verdicts, speaking the OpenAI chat format over real HTTP.
 
 Modes: `prefer:<text>` picks the assistant whose answer contains <text> (tie if neither or both);
+`prefer_known` picks the assistant whose answer is one of `known` (e.g. stable's deterministic answers);
 `always_a` (pure position bias); `tie`; `garbage` (no verdict token); `rating:<n>`.
 `fail_first` makes the first N calls answer 500.
 """
@@ -23,6 +24,7 @@ _ANSWER = re.compile(r"\[The Start of Assistant (A|B)'s Answer\]\n(.*?)\n\[The E
 class FakeJudge:
     mode: str = "prefer:candidate"
     fail_first: int = 0
+    known: set[str] = field(default_factory=set)
     calls: list[list[dict[str, Any]]] = field(default_factory=list)
 
     @property
@@ -38,9 +40,12 @@ class FakeJudge:
             return "I think both have merits and flaws, hard to say."
         if self.mode.startswith("rating:"):
             return f"Decent answer. Rating: [[{self.mode.split(':', 1)[1]}]]"
-        needle = self.mode.split(":", 1)[1]
         answers = dict(_ANSWER.findall(user))
-        a, b = needle in answers.get("A", ""), needle in answers.get("B", "")
+        if self.mode == "prefer_known":
+            a, b = answers.get("A", "").strip() in self.known, answers.get("B", "").strip() in self.known
+        else:
+            needle = self.mode.split(":", 1)[1]
+            a, b = needle in answers.get("A", ""), needle in answers.get("B", "")
         return "A is better. [[A]]" if a and not b else "B is better. [[B]]" if b and not a else "Tie. [[C]]"
 
     async def chat(self, request: Request) -> JSONResponse:

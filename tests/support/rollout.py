@@ -1,0 +1,85 @@
+"""Scenario: a managed rollout on two gateway replicas, judged live, until the controller acts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from judges.config import JudgingConfig
+from judges.queue import JudgeQueue
+from judges.worker import JudgeWorker
+from router.live_state import LiveState
+from router.store import StateStore, connect
+from tests.support.servers import ThreadServer
+
+ADMIN = {"authorization": "Bearer admin-secret"}
+POLICY = {"stages": [{"name": "canary", "weight_pct": 50}, {"name": "full", "weight_pct": 100}],
+          "min_bake_s": 0, "min_pairs_per_stage": 0, "default_category": {"tolerance": 0.05}}
+
+
+async def rollback_scenario(gateway_factory: Callable[..., ThreadServer], versions: list[dict[str, Any]],
+                            judge_url: str, redis_url: str, prefix: str, prompts: list[str], category: str,
+                            request_extra: dict[str, Any] | None = None, timeout_s: float = 60
+                            ) -> tuple[float, dict[str, Any]]:
+    """Start a rollout of v2 at 50% on two replicas, send traffic, judge it; returns (seconds from the
+    rollback event until both replicas route every former candidate user to stable, the event)."""
+    judging = JudgingConfig.model_validate({
+        "sampling": {"default_rate": 1.0, "min_per_window": 0, "max_per_second": 1000},
+        "judge": {"base_url": f"{judge_url}/v1", "model": "scripted"},
+        "worker": {"metrics_port": None, "claim_idle_s": 2.0}})
+    replicas = [gateway_factory(versions, [{"name": "bot", "stable": "v1"}], judging=judging.model_dump(),
+                                controller={"interval_s": 0.2, "lease_s": 2.0, "policy": POLICY}) for _ in range(2)]
+    r = httpx.post(f"{replicas[0].url}/admin/aliases/bot/rollout", headers=ADMIN,
+                   json={"candidate": "v2", "reason": "scenario"})
+    assert r.status_code == 200 and r.json()["weight_pct"] == 50 and r.json()["phase"] == "canary", r.text
+
+    client = connect(redis_url)
+    store = StateStore(client, prefix)
+    state = LiveState(store)
+    await state.start()
+    worker = JudgeWorker(judging, JudgeQueue(client, prefix), state)
+    worker_task = asyncio.create_task(worker.run())
+    users = [f"user-{i}" for i in range(24)]
+    try:
+        async with httpx.AsyncClient(timeout=60) as h:
+            async def version(url: str, user: str, i: int) -> str:
+                resp = await h.post(f"{url}/v1/chat/completions", headers={"x-cliffguard-category": category},
+                                    json={"model": "bot", "user": user, **(request_extra or {}),
+                                          "messages": [{"role": "user", "content": prompts[i % len(prompts)]}]})
+                assert resp.status_code == 200, resp.text
+                return resp.headers["x-cliffguard-version"]
+
+            before = {u: await version(replicas[i % 2].url, u, i) for i, u in enumerate(users)}
+            on_candidate = [u for u, v in before.items() if v == "v2"]
+            assert on_candidate, "nobody on the candidate at 50%"
+            deadline = time.monotonic() + timeout_s
+            event = None
+            i = 0
+            while event is None:  # traffic flows until the leader rolls back
+                assert time.monotonic() < deadline, f"no rollback; judged {worker.stats.judged}"
+                await version(replicas[i % 2].url, users[i % len(users)], i)
+                i += 1
+                event = next((e for e in await store.events(5) if e["type"] == "controller_rollback"), None)
+            async def routed(url: str, user: str) -> str:
+                # the routing decision is in the response head: stream, read the headers, hang up
+                async with h.stream("POST", f"{url}/v1/chat/completions",
+                                    headers={"x-cliffguard-category": category},
+                                    json={"model": "bot", "user": user, "stream": True, "max_tokens": 1,
+                                          "messages": [{"role": "user", "content": prompts[0]}]}) as resp:
+                    return resp.headers["x-cliffguard-version"]
+
+            while True:
+                seen = set(await asyncio.gather(*(routed(rep.url, u) for rep in replicas for u in on_candidate)))
+                if seen == {"v1"}:
+                    return time.time() - event["ts"], event
+                assert time.time() - event["ts"] < 5, "replicas still route to the candidate"
+    finally:
+        worker.stop()
+        await worker_task
+        await worker.http.close()
+        await state.stop()
+        await client.aclose()
