@@ -85,7 +85,8 @@ class GatewayApp:
     async def startup(self) -> None:
         ctx = await GatewayContext.start(self.settings)
         self.ctx = ctx
-        self.proxy = ProxyHandler(ctx.settings, ctx.state, ctx.backends, ctx.auth, ctx.classifier, ctx.sampler)
+        self.proxy = ProxyHandler(ctx.settings, ctx.state, ctx.backends, ctx.auth, ctx.classifier, ctx.sampler,
+                                  ctx.guards)
         self.web = _web_app(ctx)
 
 

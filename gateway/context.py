@@ -20,6 +20,7 @@ from judges.sampling import Sampler, make_redactor
 from judges.sink import SampleSink
 from monitoring import metrics as m
 from monitoring.controller import Controller
+from monitoring.guards import GuardCounters
 from monitoring.notify import Notifier
 from router.classify import RequestClassifier
 from router.live_state import LiveState
@@ -70,6 +71,7 @@ class GatewayContext:
     classifier: RequestClassifier
     sampler: RequestSampler | None
     controller: Controller | None = None
+    guards: GuardCounters | None = None
     embedded: EmbeddedRedis | None = None
     _controller_task: asyncio.Task[None] | None = None
 
@@ -91,7 +93,9 @@ class GatewayContext:
         classifier = build_classifier(settings.classifier)
         ctx = cls(settings, store, state, Backends(settings.timeouts, settings.limits),
                   Authenticator(settings.auth), classifier, build_sampler(settings, store),
-                  build_controller(settings, store), embedded)
+                  build_controller(settings, store), embedded=embedded)
+        ctx.guards = GuardCounters(store.redis, settings.key_prefix)
+        ctx.guards.start()
         if ctx.controller is not None:  # every replica runs it; only the elected leader acts
             ctx._controller_task = asyncio.create_task(ctx.controller.run(), name="cliffguard-controller")
         return ctx
@@ -100,6 +104,8 @@ class GatewayContext:
         if self.controller and self._controller_task:
             self.controller.stop()
             await asyncio.gather(self._controller_task, return_exceptions=True)
+        if self.guards:
+            await self.guards.stop()
         if self.sampler:
             await self.sampler.sink.stop()
         if self.classifier.service:

@@ -26,6 +26,7 @@ from gateway.sampling import RequestSampler
 from gateway.sse import StreamScanner
 from gateway.upstream import UPSTREAM_ERRORS, Backends, Failure, classify
 from monitoring import metrics as m
+from monitoring.guards import GuardCounters
 from router.classify import InvalidCategory, Label, RequestClassifier, resolve
 from router.live_state import LiveState
 from router.split import Arm, choose_arm, stickiness_key
@@ -75,13 +76,15 @@ class ClientGone(Exception):
 
 class ProxyHandler:
     def __init__(self, settings: Settings, state: LiveState, backends: Backends, auth: Authenticator,
-                 classifier: RequestClassifier, sampler: RequestSampler | None) -> None:
+                 classifier: RequestClassifier, sampler: RequestSampler | None,
+                 guards: GuardCounters | None = None) -> None:
         self.settings = settings
         self.state = state
         self.backends = backends
         self.auth = auth
         self.classifier = classifier
         self.sampler = sampler
+        self.guards = guards
         self.opt_out_header = settings.judging.sampling.opt_out_header
         self.pin_wait_s = settings.classifier.pin_wait_ms / 1000
         self.max_body = settings.limits.max_body_bytes
@@ -218,6 +221,9 @@ class ProxyHandler:
                 if resp is not None:
                     resp.close()
                 m.FALLBACKS.labels(ex.alias.name, ex.version.name, stable.name, failure.value).inc()
+                if self.guards is not None:  # hidden from the user by the fallback, still the candidate's error
+                    self.guards.record(ex.alias.name, ex.alias.rollout_id, ex.version.name, error=True, empty=False,
+                                       ttft_s=None)
                 log.warning("candidate %s failed (%s); retrying on stable %s", ex.version.name, failure,
                             stable.name)
                 ex.fallback_from, ex.version, ex.arm = ex.version.name, stable, Arm.STABLE.value
@@ -312,6 +318,9 @@ class ProxyHandler:
                 n = ex.usage.get(f"{kind}_tokens")
                 if isinstance(n, int) and n > 0:
                     m.TOKENS.labels(a, v, arm, cat, kind).inc(n)
+        if self.guards is not None and ex.alias.candidate and arm in (Arm.STABLE, Arm.CANDIDATE):
+            empty = ex.status == 200 and ex.usage is not None and ex.usage.get("completion_tokens") == 0
+            self.guards.record(a, ex.alias.rollout_id, v, error=ex.status >= 500, empty=empty, ttft_s=ex.ttft_s)
 
 
 class _DisconnectWatcher:

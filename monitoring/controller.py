@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError, WatchError
 
+from monitoring import guards
 from monitoring import metrics as m
 from monitoring.decision import Action, Decision, Evidence, Phase, Progress, category_alpha, decide
 from monitoring.notify import Notifier
@@ -130,7 +131,10 @@ class Controller:
         evidence = {c: Evidence(st.n, st.rejected, st.cleared) for c, st in analysed.items()}
         progress = Progress(Phase(alias.phase), alias.stage, alias.stage_started_at, alias.pairs_at_stage_start,
                             tuple(alias.pinned_categories))
-        decision = decide(policy, progress, evidence, self.clock())
+        raw_guards = await self.redis.hgetall(guards.key(self.store.prefix, alias.name, alias.rollout_id))
+        readings = guards.readings({k.decode() if isinstance(k, bytes) else k: v for k, v in raw_guards.items()},
+                                   alias.stable, alias.candidate or "")
+        decision = decide(policy, progress, evidence, self.clock(), readings)
         if decision.action != Action.NONE:
             await self.apply(alias, policy, decision, analysed, sum(k.n for k in counts.values()))
         return decision
