@@ -6,6 +6,7 @@ Bearer tokens from `auth.admin_tokens`, each `read` or `admin`; every mutating c
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
@@ -60,6 +61,29 @@ def _identify(ctx: GatewayContext, request: Request, need_admin: bool) -> Identi
     return ident
 
 
+async def _change_candidate(ctx: GatewayContext, name: str, candidate: str | None,
+                            change: Callable[[AliasState], AliasState], event: dict[str, Any]) -> AliasState:
+    """Apply a candidate change to an alias (checked, atomic, recorded) and make this replica see it now;
+    the others see it within state_refresh_s."""
+    if candidate is not None and candidate not in ctx.state.snapshot.versions:
+        raise GatewayError(404, f"Unknown version {candidate!r}.", "invalid_request_error", "candidate",
+                           "unknown_version")
+
+    def mutate(a: AliasState) -> AliasState:
+        if candidate == a.stable:
+            raise GatewayError(400, "The candidate must differ from the stable version.", "invalid_request_error",
+                               "candidate", "invalid_value")
+        return change(a)
+
+    try:
+        _, after = await ctx.store.update_alias(name, mutate, event)
+    except KeyError:
+        raise GatewayError(404, f"Unknown alias {name!r}.", "invalid_request_error", "alias",
+                           "unknown_alias") from None
+    await ctx.state.refresh()
+    return after
+
+
 def alias_view(a: AliasState) -> dict[str, Any]:
     return {**a.model_dump(), "weight_pct": a.effective_weight_bp() / 100}
 
@@ -82,27 +106,12 @@ def routes(ctx: GatewayContext) -> list[Route]:
         try:
             ident = _identify(ctx, request, need_admin=True)
             change = _parse(SplitChange, await request.body())
-            name = request.path_params["alias"]
-            snap = ctx.state.snapshot
-            if change.candidate is not None and change.candidate not in snap.versions:
-                raise GatewayError(404, f"Unknown version {change.candidate!r}.", "invalid_request_error",
-                                   "candidate", "unknown_version")
-
-            def mutate(a: AliasState) -> AliasState:
-                if change.candidate == a.stable:
-                    raise GatewayError(400, "The candidate must differ from the stable version.",
-                                       "invalid_request_error", "candidate", "invalid_value")
-                return a.with_split(change.candidate, round(change.weight_pct * BP_MAX / 100))
-
-            event = {"type": "split_set", "actor": ident.name, "reason": change.reason}
-            try:
-                _, after = await ctx.store.update_alias(name, mutate, event)
-            except KeyError:
-                raise GatewayError(404, f"Unknown alias {name!r}.", "invalid_request_error", "alias",
-                                   "unknown_alias") from None
+            after = await _change_candidate(
+                ctx, request.path_params["alias"], change.candidate,
+                lambda a: a.with_split(change.candidate, round(change.weight_pct * BP_MAX / 100)),
+                {"type": "split_set", "actor": ident.name, "reason": change.reason})
         except GatewayError as e:
             return _error(e)
-        await ctx.state.refresh()  # this replica applies it now; others within state_refresh_s
         return JSONResponse(alias_view(after))
 
     async def start(request: Request) -> Response:
@@ -110,26 +119,12 @@ def routes(ctx: GatewayContext) -> list[Route]:
             ident = _identify(ctx, request, need_admin=True)
             body = _parse(RolloutStart, await request.body())
             name = request.path_params["alias"]
-            if body.candidate not in ctx.state.snapshot.versions:
-                raise GatewayError(404, f"Unknown version {body.candidate!r}.", "invalid_request_error",
-                                   "candidate", "unknown_version")
             policy = ctx.settings.controller.policies.get(name, ctx.settings.controller.policy)
-
-            def mutate(a: AliasState) -> AliasState:
-                if body.candidate == a.stable:
-                    raise GatewayError(400, "The candidate must differ from the stable version.",
-                                       "invalid_request_error", "candidate", "invalid_value")
-                return start_rollout(a, body.candidate, policy, time.time())
-
-            event = {"type": "rollout_started", "actor": ident.name, "reason": body.reason}
-            try:
-                _, after = await ctx.store.update_alias(name, mutate, event)
-            except KeyError:
-                raise GatewayError(404, f"Unknown alias {name!r}.", "invalid_request_error", "alias",
-                                   "unknown_alias") from None
+            after = await _change_candidate(
+                ctx, name, body.candidate, lambda a: start_rollout(a, body.candidate, policy, time.time()),
+                {"type": "rollout_started", "actor": ident.name, "reason": body.reason})
         except GatewayError as e:
             return _error(e)
-        await ctx.state.refresh()
         return JSONResponse(alias_view(after))
 
     async def get_events(request: Request) -> Response:

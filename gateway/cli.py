@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -11,7 +12,7 @@ from rich.table import Table
 from gateway.cli_classifier import classifier_app, classify_cmd
 from gateway.cli_judgments import judgments_app
 from gateway.cli_simulate import simulate_cmd
-from gateway.config import ConfigError, load_settings
+from gateway.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(help="cliffguard: staged-rollout gateway for fine-tuned LLMs.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -57,21 +58,25 @@ def serve(
     run(settings, config, log_level)
 
 
-@app.command()
-def worker(config: ConfigOpt = None) -> None:
-    """Run a judge worker: consumes sampled requests, judges pairs, records outcomes (any number of them)."""
+def _run_process(config: str | None, main: Callable[[Settings], Coroutine[Any, Any, None]]) -> None:
     import asyncio
 
     try:
         settings = load_settings(config)
     except ConfigError as e:
         raise _fail(str(e), 2) from None
+    try:
+        asyncio.run(main(settings))
+    except FileNotFoundError as e:  # no Redis to reach
+        raise _fail(str(e)) from None
+
+
+@app.command()
+def worker(config: ConfigOpt = None) -> None:
+    """Run a judge worker: consumes sampled requests, judges pairs, records outcomes (any number of them)."""
     from gateway.worker_process import run_worker
 
-    try:
-        asyncio.run(run_worker(settings))
-    except FileNotFoundError as e:
-        raise _fail(str(e)) from None
+    _run_process(config, run_worker)
 
 
 def _client(url: str | None, token: str | None):  # type: ignore[no-untyped-def]
@@ -146,18 +151,9 @@ def demo(
 @app.command()
 def controller(config: ConfigOpt = None) -> None:
     """Run the rollout controller alone (it also runs inside `serve`; one leader acts at a time)."""
-    import asyncio
-
-    try:
-        settings = load_settings(config)
-    except ConfigError as e:
-        raise _fail(str(e), 2) from None
     from gateway.controller_process import run_controller
 
-    try:
-        asyncio.run(run_controller(settings))
-    except FileNotFoundError as e:
-        raise _fail(str(e)) from None
+    _run_process(config, run_controller)
 
 
 @rollout_app.command("set")

@@ -111,6 +111,8 @@ def decide(policy: RolloutPolicy, progress: Progress, evidence: dict[str, Eviden
     undecided = [c for c in acting if c in evidence and evidence[c].n > 0 and not evidence[c].cleared]
     if undecided:
         waiting.append(f"not yet within tolerance: {', '.join(undecided)}")
+    if not any(c in evidence and evidence[c].n > 0 for c in acting):
+        waiting.append("no judged pairs yet")  # "every category cleared" must not hold vacuously
     if not waiting:
         last = progress.stage >= len(policy.stages) - 1
         return Decision(Action.COMPLETE if last else Action.PROMOTE,

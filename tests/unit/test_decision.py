@@ -24,6 +24,13 @@ def test_promote_when_every_acting_category_cleared_and_minimums_met():
     assert decide(policy(), at(stage=5), {"math": OK}, now=61).action == Action.COMPLETE
 
 
+def test_no_evidence_never_promotes_even_with_zero_minimums():
+    p = RolloutPolicy(min_bake_s=0, min_pairs_per_stage=0)
+    d = decide(p, at(), {}, now=10)
+    assert d.action == Action.NONE and "no judged pairs yet" in d.reason
+    assert decide(p, at(), {"math": Evidence(0, False, False)}, now=10).action == Action.NONE
+
+
 def test_undecided_category_blocks_and_muted_does_not():
     assert decide(policy(), at(), {"math": OK, "coding": OPEN}, now=61).action == Action.NONE
     p = policy(categories={"coding": CategoryPolicy(muted=True)})
