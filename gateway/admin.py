@@ -1,53 +1,72 @@
-"""The admin API under `/admin`: state and rollout changes, for the CLI (and, later, the console).
+"""The admin API under `/admin`, used by the CLI and the web console alike.
 
-Bearer tokens from `auth.admin_tokens`, each `read` or `admin`; every mutating call needs `admin`.
+Bearer tokens from `auth.admin_tokens`, each `read` or `admin`, compared in constant time; every
+mutating call needs `admin`; destructive ones (abort, rollback, retire) need a reason. Every change is
+recorded in the event log with who, when, why and the before/after state. Calls are rate-limited per
+token; CORS is closed (no cross-origin headers are ever sent). `GET /admin/openapi.json` describes it.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel, Field, ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.auth import Identity
 from gateway.context import GatewayContext
 from gateway.errors import GatewayError
-from monitoring.controller import start_rollout
-from router.state import BP_MAX, AliasState
+from router.operations import OperationRefused
+from router.state import AliasState
 
 _M = TypeVar("_M", bound=BaseModel)
+Handler = Callable[[Request, Identity], Awaitable[Any]]
 
 
-class RolloutStart(BaseModel):
-    candidate: str
-    reason: str | None = None
+class Reason(BaseModel):
+    reason: str | None = Field(None, max_length=500)
 
 
-class SplitChange(BaseModel):
-    candidate: str | None = Field(None, description="version to send traffic to; null removes it")
-    weight_pct: float = Field(ge=0, le=100)
-    reason: str | None = None
+class RequiredReason(BaseModel):
+    reason: str = Field(min_length=3, max_length=500, description="why: recorded in the audit log")
 
 
-def _error(e: GatewayError) -> Response:
+def error_response(e: GatewayError) -> Response:
     return Response(e.body(), status_code=e.status, media_type="application/json")
 
 
-def _parse(model: type[_M], raw: bytes) -> _M:
+def parse(model: type[_M], raw: bytes) -> _M:
     try:
-        return model.model_validate_json(raw)
+        return model.model_validate_json(raw or b"{}")
     except ValidationError as e:
         first = e.errors()[0]
         raise GatewayError(400, f"{'.'.join(map(str, first['loc'])) or 'body'}: {first['msg']}",
-                           "invalid_request_error", None, "invalid_body") from None
+                           "invalid_request_error", str(first["loc"][0]) if first["loc"] else None,
+                           "invalid_body") from None
 
 
-def _identify(ctx: GatewayContext, request: Request, need_admin: bool) -> Identity:
+class RateLimiter:
+    """A token bucket per identity: `rate` per second, bursts of `burst`."""
+
+    def __init__(self, rate: float = 20.0, burst: float = 40.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate, self.burst, self.clock = rate, burst, clock
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def allow(self, key: str) -> bool:
+        now = self.clock()
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        allowed = tokens >= 1
+        self._buckets[key] = (tokens - 1 if allowed else tokens, now)
+        return allowed
+
+
+def identify(ctx: GatewayContext, request: Request, need_admin: bool) -> Identity:
     if not ctx.auth.admin_enabled:
         raise GatewayError(403, "The admin API is disabled: no admin tokens are configured.",
                            "permission_error", None, "admin_disabled")
@@ -61,27 +80,30 @@ def _identify(ctx: GatewayContext, request: Request, need_admin: bool) -> Identi
     return ident
 
 
-async def _change_candidate(ctx: GatewayContext, name: str, candidate: str | None,
-                            change: Callable[[AliasState], AliasState], event: dict[str, Any]) -> AliasState:
-    """Apply a candidate change to an alias (checked, atomic, recorded) and make this replica see it now;
-    the others see it within state_refresh_s."""
-    if candidate is not None and candidate not in ctx.state.snapshot.versions:
-        raise GatewayError(404, f"Unknown version {candidate!r}.", "invalid_request_error", "candidate",
-                           "unknown_version")
+def endpoint(ctx: GatewayContext, limiter: RateLimiter, handler: Handler, need_admin: bool
+             ) -> Callable[[Request], Awaitable[Response]]:
+    """Auth, rate limit, and errors in OpenAI's format around a handler returning JSON-able data."""
 
-    def mutate(a: AliasState) -> AliasState:
-        if candidate == a.stable:
-            raise GatewayError(400, "The candidate must differ from the stable version.", "invalid_request_error",
-                               "candidate", "invalid_value")
-        return change(a)
+    async def run(request: Request) -> Response:
+        try:
+            ident = identify(ctx, request, need_admin)
+            if not limiter.allow(ident.name):
+                raise GatewayError(429, "Too many admin requests; slow down.", "rate_limit_error", None,
+                                   "rate_limited")
+            result = await handler(request, ident)
+        except OperationRefused as e:
+            return error_response(GatewayError(e.status, str(e), "invalid_request_error", None, e.code))
+        except GatewayError as e:
+            return error_response(e)
+        return Response(orjson.dumps(result, default=_default), media_type="application/json")
 
-    try:
-        _, after = await ctx.store.update_alias(name, mutate, event)
-    except KeyError:
-        raise GatewayError(404, f"Unknown alias {name!r}.", "invalid_request_error", "alias",
-                           "unknown_alias") from None
-    await ctx.state.refresh()
-    return after
+    return run
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, BaseModel):
+        return o.model_dump()
+    raise TypeError
 
 
 def alias_view(a: AliasState) -> dict[str, Any]:
@@ -89,55 +111,31 @@ def alias_view(a: AliasState) -> dict[str, Any]:
 
 
 def routes(ctx: GatewayContext) -> list[Route]:
-    async def get_state(request: Request) -> Response:
-        try:
-            _identify(ctx, request, need_admin=False)
-        except GatewayError as e:
-            return _error(e)
-        snap = ctx.state.snapshot
-        return JSONResponse({
-            "revision": snap.revision,
-            "redis_ok": ctx.state.redis_ok,
-            "aliases": [alias_view(a) for a in sorted(snap.aliases.values(), key=lambda a: a.name)],
-            "versions": [v.model_dump() for v in sorted(snap.versions.values(), key=lambda v: v.name)],
-        })
+    from gateway import admin_rollouts, admin_versions, openapi
 
-    async def set_split(request: Request) -> Response:
-        try:
-            ident = _identify(ctx, request, need_admin=True)
-            change = _parse(SplitChange, await request.body())
-            after = await _change_candidate(
-                ctx, request.path_params["alias"], change.candidate,
-                lambda a: a.with_split(change.candidate, round(change.weight_pct * BP_MAX / 100)),
-                {"type": "split_set", "actor": ident.name, "reason": change.reason})
-        except GatewayError as e:
-            return _error(e)
-        return JSONResponse(alias_view(after))
+    limiter = RateLimiter()
+    table = [*admin_rollouts.handlers(ctx), *admin_versions.handlers(ctx)]
 
-    async def start(request: Request) -> Response:
-        try:
-            ident = _identify(ctx, request, need_admin=True)
-            body = _parse(RolloutStart, await request.body())
-            name = request.path_params["alias"]
-            policy = ctx.settings.controller.policies.get(name, ctx.settings.controller.policy)
-            after = await _change_candidate(
-                ctx, name, body.candidate, lambda a: start_rollout(a, body.candidate, policy, time.time()),
-                {"type": "rollout_started", "actor": ident.name, "reason": body.reason})
-        except GatewayError as e:
-            return _error(e)
-        return JSONResponse(alias_view(after))
+    async def whoami(request: Request, ident: Identity) -> Any:
+        return {"name": ident.name, "role": ident.role}
 
-    async def get_events(request: Request) -> Response:
-        try:
-            _identify(ctx, request, need_admin=False)
-        except GatewayError as e:
-            return _error(e)
+    async def events(request: Request, ident: Identity) -> Any:
         count = min(int(request.query_params.get("count", "100")), 1000)
-        return JSONResponse({"events": await ctx.store.events(count)})
+        after = request.query_params.get("after")
+        if after:  # follow: the events newer than the last one seen, oldest first
+            return {"events": await ctx.store.events_after(after, count)}
+        return {"events": await ctx.store.events(count)}
 
-    return [
-        Route("/admin/state", get_state, methods=["GET"]),
-        Route("/admin/aliases/{alias}/split", set_split, methods=["PUT"]),
-        Route("/admin/aliases/{alias}/rollout", start, methods=["POST"]),
-        Route("/admin/events", get_events, methods=["GET"]),
-    ]
+    table += [("GET", "/admin/whoami", whoami, False, "Who the token belongs to and its role", None),
+              ("GET", "/admin/events", events, False, "The audit/event log (newest first; ?after=ID to follow)",
+               None)]
+    out = [Route(path, endpoint(ctx, limiter, h, admin), methods=[method])
+           for method, path, h, admin, _, _ in table]
+    spec = orjson.dumps(openapi.document(table))
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(spec, media_type="application/json")
+
+    out.append(Route("/admin/openapi.json", openapi_json, methods=["GET"]))
+    return out
+

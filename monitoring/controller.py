@@ -28,6 +28,7 @@ from monitoring.decision import Action, Decision, Evidence, Phase, Progress, cat
 from monitoring.notify import Notifier
 from monitoring.policy import RolloutPolicy
 from monitoring.sequential import CategoryStats, Counts, analyse
+from router.registry import reconcile
 from router.state import BP_MAX, AliasState
 from router.store import StateStore, event_fields
 
@@ -48,6 +49,8 @@ class ControllerConfig(BaseModel):
     policy: RolloutPolicy = Field(default_factory=RolloutPolicy)
     policies: dict[str, RolloutPolicy] = Field(default_factory=dict, description="per alias, replacing `policy`")
     webhooks: list[str] = Field(default_factory=list, description="URLs; JSON POST with Slack-compatible text")
+    retention_days: float = Field(30.0, gt=0, description="versions no alias uses are kept this long")
+    housekeeping_s: float = Field(300.0, gt=0, description="how often the leader retires and prunes versions")
 
 
 class Controller:
@@ -66,6 +69,7 @@ class Controller:
         self.epoch: int | None = None
         self._renew = self.redis.register_script(_RENEW)
         self._stopping = asyncio.Event()
+        self._last_housekeeping = 0.0
 
     def policy(self, alias: str) -> RolloutPolicy:
         return self.cfg.policies.get(alias, self.cfg.policy)
@@ -93,6 +97,8 @@ class Controller:
             try:
                 if await self.lead():
                     await self.evaluate_all()
+                    if self.clock() - self._last_housekeeping >= self.cfg.housekeeping_s:
+                        await self.housekeeping()
             except (RedisError, OSError) as e:
                 log.warning("controller: redis unavailable (%s)", e)
                 self.epoch = None
@@ -107,6 +113,21 @@ class Controller:
     def stop(self) -> None:
         self._stopping.set()
 
+    async def housekeeping(self) -> tuple[list[str], list[str]]:
+        """Retire versions nobody uses, un-retire used ones, prune those past retention."""
+        self._last_housekeeping = now = self.clock()
+        update, prune = reconcile(await self.store.load(), now, self.cfg.retention_days)
+        if update:
+            await self.store.write(versions=update, event={
+                "type": "versions_retention", "actor": f"controller:{self.instance}",
+                "retired": [v.name for v in update if v.retired_at], "restored": [v.name for v in update
+                                                                                  if not v.retired_at]})
+        if prune:
+            await self.store.remove_versions(prune, {"type": "versions_pruned", "actor": f"controller:{self.instance}",
+                                                     "versions": prune, "retention_days": self.cfg.retention_days})
+            log.info("pruned versions past retention: %s", ", ".join(prune))
+        return [v.name for v in update], prune
+
     # -- evaluation --------------------------------------------------------------------------------
 
     async def evaluate_all(self) -> list[Decision]:
@@ -120,12 +141,7 @@ class Controller:
 
     async def evaluate(self, alias: AliasState) -> Decision:
         policy = self.policy(alias.name)
-        raw = await self.stats(alias.name, alias.rollout_id)
-        counts = {c: Counts(v.get("wins", 0), v.get("ties", 0), v.get("losses", 0)) for c, v in raw.items()
-                  if v.get("n", 0)}
-        alpha = category_alpha(policy, list(counts))
-        analysed = {c: analyse(k, policy.category(c).tolerance, alpha, policy.design_effect)
-                    for c, k in counts.items()}
+        counts, analysed = analyse_rollout(policy, await self.stats(alias.name, alias.rollout_id))
         for c, st in analysed.items():
             _export_category(alias.name, c, counts[c], st)
         evidence = {c: Evidence(st.n, st.rejected, st.cleared) for c, st in analysed.items()}
@@ -194,6 +210,16 @@ class Controller:
                     continue
 
 
+def analyse_rollout(policy: RolloutPolicy, raw: dict[str, dict[str, int]]
+                    ) -> tuple[dict[str, Counts], dict[str, CategoryStats]]:
+    """Per-category counts and statistics of a rollout, as the controller judges them."""
+    counts = {c: Counts(v.get("wins", 0), v.get("ties", 0), v.get("losses", 0)) for c, v in raw.items()
+              if v.get("n", 0)}
+    alpha = category_alpha(policy, list(counts))
+    return counts, {c: analyse(k, policy.category(c).tolerance, alpha, policy.design_effect)
+                    for c, k in counts.items()}
+
+
 class _Stale(Exception):
     pass
 
@@ -207,8 +233,8 @@ def transition(a: AliasState, policy: RolloutPolicy, d: Decision, now: float, to
                 "pairs_at_stage_start": total_pairs,
                 "weight_bp": round(policy.stages[stage].weight_pct * BP_MAX / 100)}
     elif d.action == Action.COMPLETE:
-        upd |= {"phase": Phase.PROMOTED.value, "stable": a.candidate, "candidate": None, "weight_bp": 0,
-                "pinned_categories": []}
+        upd |= {"phase": Phase.PROMOTED.value, "previous_stable": a.stable, "stable": a.candidate,
+                "candidate": None, "weight_bp": 0, "pinned_categories": []}
     elif d.action == Action.ROLLBACK:
         upd |= {"phase": Phase.ROLLED_BACK.value, "candidate": None, "weight_bp": 0, "pinned_categories": []}
     elif d.action == Action.PIN and d.category:

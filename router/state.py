@@ -21,7 +21,10 @@ class VersionRecord(BaseModel):
     api_key_env: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     created_at: float = Field(default_factory=time.time)
+    # set when retired by an operator, or when the version stops being used by any alias (superseded);
+    # the record is pruned `retention_days` later and until then can be made stable again
     retired_at: float | None = None
+    retired_reason: str | None = None
 
 
 class AliasState(BaseModel):
@@ -41,6 +44,8 @@ class AliasState(BaseModel):
     stage: int = 0
     stage_started_at: float = 0.0
     pairs_at_stage_start: int = 0
+    paused_from: str | None = None  # the phase to resume into
+    previous_stable: str | None = None  # the stable before the last promotion or rollback-to
     updated_at: float = Field(default_factory=time.time)
 
     def effective_weight_bp(self) -> int:

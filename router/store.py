@@ -76,6 +76,13 @@ class StateStore:
         results = await pipe.execute()
         return int(results[-2] if event is not None else results[-1])
 
+    async def remove_versions(self, names: list[str], event: dict[str, Any]) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hdel(self.k_versions, *names)
+        pipe.incr(self.k_rev)
+        pipe.xadd(self.k_events, event_fields(event), maxlen=EVENTS_MAXLEN, approximate=True)
+        await pipe.execute()
+
     async def update_alias(
         self, name: str, mutate: Callable[[AliasState], AliasState], event: dict[str, Any]
     ) -> tuple[AliasState, AliasState]:
@@ -123,6 +130,12 @@ class StateStore:
             return True
         finally:
             await self.redis.delete(lock)
+
+    async def events_after(self, after: str, count: int = 100) -> list[dict[str, Any]]:
+        """Events newer than the one with id `after`, oldest first (for following the log)."""
+        rows: list[tuple[bytes, dict[bytes, bytes]]] = await self.redis.xrange(  # type: ignore[assignment]
+            self.k_events, min=f"({after}", count=count)
+        return [{"id": rid.decode(), **orjson.loads(f[b"data"])} for rid, f in rows]
 
     async def events(self, count: int = 100) -> list[dict[str, Any]]:
         rows: list[tuple[bytes, dict[bytes, bytes]]] = await self.redis.xrevrange(  # type: ignore[assignment]
