@@ -22,9 +22,10 @@ class AdminClient:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s, trust_env=False)
 
-    def _call(self, method: str, path: str, **kw: Any) -> Any:
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None,
+             params: dict[str, Any] | None = None) -> Any:
         try:
-            r = self._http.request(method, path, **kw)
+            r = self._http.request(method, path, json=body, params=params)
         except httpx.HTTPError as e:
             raise AdminError(f"cannot reach the gateway at {self.url}: {e}") from None
         if r.status_code >= 400:
@@ -36,17 +37,15 @@ class AdminClient:
         return r.json()
 
     def state(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", "/admin/state")
+        result: dict[str, Any] = self.call("GET", "/admin/state")
         return result
 
-    def start_rollout(self, alias: str, candidate: str, reason: str | None) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("POST", f"/admin/aliases/{alias}/rollout",
-                                            json={"candidate": candidate, "reason": reason})
+    def alias_op(self, alias: str, op: str, **body: Any) -> dict[str, Any]:
+        result: dict[str, Any] = self.call("POST", f"/admin/aliases/{alias}/{op}",
+                                           {k: v for k, v in body.items() if v is not None})
         return result
 
     def set_split(self, alias: str, candidate: str | None, weight_pct: float, reason: str | None) -> dict[str, Any]:
-        result: dict[str, Any] = self._call(
-            "PUT", f"/admin/aliases/{alias}/split",
-            json={"candidate": candidate, "weight_pct": weight_pct, "reason": reason},
-        )
+        result: dict[str, Any] = self.call("PUT", f"/admin/aliases/{alias}/split",
+                                           {"candidate": candidate, "weight_pct": weight_pct, "reason": reason})
         return result
