@@ -86,6 +86,10 @@ def endpoint(ctx: GatewayContext, limiter: RateLimiter, handler: Handler, need_a
 
     async def run(request: Request) -> Response:
         try:
+            origin = request.headers.get("origin")
+            if need_admin and origin and origin.split("://", 1)[-1] != request.headers.get("host"):
+                raise GatewayError(403, "Cross-origin admin requests are refused.", "permission_error", None,
+                                   "cross_origin")
             ident = identify(ctx, request, need_admin)
             if not limiter.allow(ident.name):
                 raise GatewayError(429, "Too many admin requests; slow down.", "rate_limit_error", None,

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway import admin
+from gateway import admin, console_routes
 from gateway.config import Settings, load_settings
 from gateway.context import GatewayContext
 from gateway.errors import GatewayError, unauthorized
@@ -140,6 +140,7 @@ def _web_app(ctx: GatewayContext) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", prometheus, methods=["GET"]),
             *admin.routes(ctx),
+            *console_routes.routes(),
         ],
         exception_handlers=handlers,
     )
