@@ -1,0 +1,173 @@
+"""The operator surface over real HTTP: admin API and CLI, registry retention, concurrency, protection."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from gateway.cli import app as cli
+from monitoring.controller import Controller, ControllerConfig
+from router.registry import DAY
+from router.store import StateStore, connect
+
+ADMIN = {"authorization": "Bearer admin-secret"}
+READ = {"authorization": "Bearer read-secret"}
+
+
+@pytest.fixture
+def gw(backend_factory, gateway_factory):
+    _, s = backend_factory("stable", model="base")
+    _, c = backend_factory("cand", model="ft")
+    versions = [{"name": "v1", "base_url": f"{s.url}/v1", "model": "base", "metadata": {"run": "r1"}},
+                {"name": "v2", "base_url": f"{c.url}/v1", "model": "ft", "metadata": {"run": "r2"}}]
+    srv = gateway_factory(versions, [{"name": "bot", "stable": "v1"}], controller={"enabled": False})
+    srv.backend_urls = (s.url, c.url)  # type: ignore[attr-defined]
+    return srv
+
+
+def post(gw, path, body=None, headers=ADMIN):
+    return httpx.post(f"{gw.url}{path}", json=body or {}, headers=headers, timeout=10)
+
+
+def served_by(gw, n=20) -> set[str]:
+    return {httpx.post(f"{gw.url}/v1/chat/completions", json={"model": "bot", "user": f"u{i}", "messages": []}
+                       ).headers["x-cliffguard-version"] for i in range(n)}
+
+
+def test_every_operation_through_the_api(gw):
+    assert post(gw, "/admin/aliases/bot/rollout", {"candidate": "v2"}).json()["phase"] == "shadow"
+    r = post(gw, "/admin/aliases/bot/promote", {"reason": "looks good"})
+    assert r.status_code == 200 and r.json()["after"]["weight_pct"] == 1 and r.json()["before"]["stage"] == 0
+    assert post(gw, "/admin/aliases/bot/pause").json()["after"]["phase"] == "paused"
+    assert post(gw, "/admin/aliases/bot/pause").status_code == 409
+    assert post(gw, "/admin/aliases/bot/resume").json()["after"]["phase"] == "canary"
+    assert post(gw, "/admin/aliases/bot/pin", {"category": "math"}).json()["after"]["pinned_categories"] == ["math"]
+    r = post(gw, "/admin/aliases/bot/pin", {"category": "cooking"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "unknown_category"
+    assert post(gw, "/admin/aliases/bot/unpin", {"category": "math"}).json()["after"]["pinned_categories"] == []
+    full = post(gw, "/admin/aliases/bot/promote", {"full": True}).json()["after"]
+    assert (full["stable"], full["candidate"], full["previous_stable"]) == ("v2", None, "v1")
+    assert served_by(gw) == {"v2"}
+    # two weeks later, the previous stable is still one click away
+    r = post(gw, "/admin/aliases/bot/rollback", {"reason": "regression found in production"})
+    assert r.status_code == 200 and r.json()["after"]["stable"] == "v1"
+    assert served_by(gw) == {"v1"}
+    events = httpx.get(f"{gw.url}/admin/events?count=20", headers=READ).json()["events"]
+    rb = next(e for e in events if e["type"] == "rolled_back_by_operator")
+    assert rb["actor"] == "ops" and rb["reason"] == "regression found in production"
+    assert rb["before"]["stable"] == "v2" and rb["after"]["stable"] == "v1" and rb["ts"]
+    assert post(gw, "/admin/aliases/bot/rollout", {"candidate": "v2"}).status_code == 200
+    r = post(gw, "/admin/aliases/bot/abort", {})
+    assert r.status_code == 400 and "reason" in r.json()["error"]["message"]
+    assert post(gw, "/admin/aliases/bot/abort", {"reason": "wrong adapter"}).json()["after"]["phase"] == "aborted"
+
+
+def test_auth_reasons_unknowns_and_errors(gw):
+    assert post(gw, "/admin/aliases/bot/rollback", {"reason": "x" * 5}, headers={}).status_code == 401
+    r = post(gw, "/admin/aliases/bot/rollback", {"reason": "xxxxx"}, headers={"authorization": "Bearer nope"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    r = post(gw, "/admin/aliases/bot/rollback", {"reason": "xxxxx"}, headers=READ)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    assert httpx.get(f"{gw.url}/admin/state", headers=READ).status_code == 200
+    r = post(gw, "/admin/aliases/bot/rollback", {})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "reason"
+    r = post(gw, "/admin/aliases/bot/rollback", {"reason": "xxxxx", "to": "v9"})
+    assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_version"
+    assert post(gw, "/admin/aliases/nope/pause").status_code == 404
+    assert post(gw, "/admin/aliases/bot/rollout", {"candidate": "v9"}).status_code == 404
+    assert post(gw, "/admin/aliases/bot/rollout", {"candidate": "v1"}).status_code == 400
+    r = httpx.post(f"{gw.url}/admin/aliases/bot/pause", content=b"{not json", headers=ADMIN)
+    assert r.status_code == 400 and "Traceback" not in r.text
+
+
+async def test_concurrent_rollbacks_make_one_change_and_a_clear_message(gw):
+    post(gw, "/admin/aliases/bot/rollout", {"candidate": "v2"})
+    post(gw, "/admin/aliases/bot/promote")
+    async with httpx.AsyncClient(timeout=10) as h:
+        rs = await asyncio.gather(*[h.post(f"{gw.url}/admin/aliases/bot/rollback", headers=ADMIN,
+                                           json={"reason": f"operator {i} clicked"}) for i in range(2)])
+    codes = sorted(r.status_code for r in rs)
+    assert codes == [200, 409], [r.text for r in rs]
+    refused = next(r for r in rs if r.status_code == 409)
+    assert "Nothing to roll back" in refused.json()["error"]["message"]
+    events = httpx.get(f"{gw.url}/admin/events?count=10", headers=READ).json()["events"]
+    assert [e["type"] for e in events].count("rolled_back_by_operator") == 1
+
+
+async def test_registry_retention_register_retire_and_rollback_to_retained(gw, redis_srv, key_prefix):
+    s_url, c_url = gw.backend_urls
+    r = post(gw, "/admin/versions", {"name": "v3", "base_url": f"{c_url}/v1", "model": "ft",
+                                      "metadata": {"dataset": "tickets-v4"}})
+    assert r.status_code == 200, r.text
+    bad = post(gw, "/admin/versions", {"name": "v4", "base_url": f"{c_url}/v1", "model": "missing-model"})
+    assert bad.status_code == 422 and "not served" in bad.json()["error"]["message"]
+    assert post(gw, "/admin/versions", {"name": "v3", "base_url": f"{s_url}/v1", "model": "base"}).status_code == 409
+    assert post(gw, "/admin/versions/v1/retire", {"reason": "old one"}).status_code == 409  # in use
+    assert post(gw, "/admin/versions/v2/retire", {}).status_code == 400  # reason required
+    assert post(gw, "/admin/versions/v2/retire", {"reason": "superseded by v3"}).status_code == 200
+
+    client = connect(redis_srv.url)
+    store = StateStore(client, key_prefix)
+    now = [time.time()]
+    ctl = Controller(ControllerConfig(retention_days=30), store, lambda a, r: asyncio.sleep(0, result={}),
+                     clock=lambda: now[0], instance="housekeeper")
+    await ctl.lead()
+    await ctl.housekeeping()  # v3 registered but unused: retired now; v2 keeps its operator retirement
+    now[0] += 29 * DAY
+    assert (await ctl.housekeeping())[1] == []
+    state = httpx.get(f"{gw.url}/admin/versions", headers=READ).json()
+    assert {v["name"] for v in state["versions"]} == {"v1", "v2", "v3"}
+    # day 29: any retained version can be made stable again in one action
+    await asyncio.sleep(0.3)
+    r = post(gw, "/admin/aliases/bot/rollback", {"reason": "back to the tickets-v4 model", "to": "v3"})
+    assert r.status_code == 200 and served_by(gw) == {"v3"}
+    now[0] += 2 * DAY  # day 31
+    _, pruned = await ctl.housekeeping()
+    assert "v3" not in pruned  # in use again: un-retired, kept
+    assert "v2" in pruned and await client.hget(f"{key_prefix}:versions", "v2") is None
+    await asyncio.sleep(0.3)
+    r = post(gw, "/admin/aliases/bot/rollback", {"reason": "try the pruned one", "to": "v2"})
+    assert r.status_code == 404 and "pruned" in r.json()["error"]["message"]
+    await client.aclose()
+
+
+def test_cli_operations(gw):
+    runner = CliRunner()
+    env = {"CLIFFGUARD_URL": gw.url, "CLIFFGUARD_TOKEN": "admin-secret", "COLUMNS": "200"}
+
+    def run(*args, ok=True):
+        r = runner.invoke(cli, list(args), env=env)
+        assert (r.exit_code == 0) == ok, r.output
+        return r.output
+
+    assert "phase shadow" in run("rollout", "start", "bot", "--candidate", "v2", "--reason", "new")
+    assert "1%" in run("rollout", "promote", "bot")
+    assert "paused" in run("rollout", "pause", "bot")
+    assert "canary" in run("rollout", "resume", "bot")
+    assert "ok" in run("rollout", "pin", "bot", "math") and "ok" in run("rollout", "unpin", "bot", "math")
+    out = run("status")
+    assert "bot" in out and "canary" in out and "v2" in out
+    assert "v1" in run("versions") and "run=r1" in run("versions")
+    assert "no candidate" in run("rollout", "rollback", "bot", "--reason", "bad answers")
+    assert "409" in run("rollout", "rollback", "bot", "--reason", "again", ok=False)
+    assert "rolled_back_by_operator" in run("events")
+    r = runner.invoke(cli, ["rollout", "pause", "bot"], env={**env, "CLIFFGUARD_TOKEN": "read-secret"})
+    assert r.exit_code == 1 and "403" in r.output
+
+
+def test_rate_limit_cors_origin_and_openapi(gw):
+    with httpx.Client(base_url=gw.url, headers=READ) as h:
+        codes = [h.get("/admin/whoami").status_code for _ in range(60)]
+    assert 429 in codes and codes[0] == 200
+    r = httpx.options(f"{gw.url}/admin/state", headers={"origin": "https://evil.example",
+                                                        "access-control-request-method": "GET"})
+    assert "access-control-allow-origin" not in r.headers
+    r = post(gw, "/admin/aliases/bot/pause", headers={**ADMIN, "origin": "https://evil.example"})
+    assert r.status_code == 403 and r.json()["error"]["code"] == "cross_origin"
+    spec = httpx.get(f"{gw.url}/admin/openapi.json").json()
+    assert spec["openapi"].startswith("3.") and "/admin/aliases/{alias}/rollback" in spec["paths"]
+    assert "Rollback" in spec["components"]["schemas"]
