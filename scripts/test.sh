@@ -10,6 +10,11 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
 fi
 
+if ! command -v chromium >/dev/null 2>&1; then
+  log "installing Debian's chromium (console tests run it headless)"
+  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+fi
+
 log "gateway virtualenv (.venv)"
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0  # CPU wheel, before anything pulls CUDA

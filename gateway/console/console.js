@@ -32,8 +32,8 @@ function toast(text, bad) {
 }
 
 function ciBar(s) {
-  // the interval on [-0.5, 0.5]: band, estimate, tolerance line, zero line
-  const W = 260, H = 18, x = (v) => Math.max(0, Math.min(W, (v + 0.5) * W));
+  // the interval on the whole scale [-1, 1]: band, estimate, tolerance line, zero line
+  const W = 260, H = 18, x = (v) => Math.max(0, Math.min(W, (v + 1) / 2 * W));
   const ns = "http://www.w3.org/2000/svg", svg = document.createElementNS(ns, "svg");
   svg.setAttribute("class", "ci"); svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
   const add = (tag, a) => { const n = document.createElementNS(ns, tag); for (const k in a) n.setAttribute(k, a[k]); svg.append(n); };
@@ -76,7 +76,7 @@ function aliasCard(a, stats, versions) {
       if (a.phase === "paused") b.append(el("button", { "data-action": "resume", onclick: () => confirmAction(`Resume ${a.name}`, "The controller acts again.", op("resume", {})) }, "Resume"));
       else b.append(el("button", { "data-action": "pause", onclick: () => confirmAction(`Pause ${a.name}`, "The weight holds and the controller waits.", op("pause", {})) }, "Pause"));
     }
-    const retained = versions.filter((v) => v.name !== a.stable);
+    const retained = versions.filter((v) => v.name !== a.stable && v.name !== a.candidate);
     if (retained.length) {
       const sel = el("select", { "data-action": "rollback-to-select" }, ...retained.map((v) => el("option", { value: v.name }, v.name + (v.retired_at ? " (retired)" : ""))));
       b.append(sel, el("button", { "data-action": "rollback-to", onclick: () => confirmAction(`Roll back ${a.name} to ${sel.value}`,
