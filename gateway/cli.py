@@ -80,6 +80,32 @@ def worker(config: ConfigOpt = None) -> None:
 
 
 @app.command()
+def demo(
+    regress: Annotated[str, typer.Option(help="the candidate's quality change per category")] = "reasoning=-0.35",
+    tolerance: Annotated[float, typer.Option(help="tolerated drop of P(win) - P(loss)")] = 0.15,
+    rps: Annotated[float, typer.Option(help="requests per second of demo traffic")] = 80.0,
+    max_seconds: Annotated[float, typer.Option(help="stop after this long if nothing was decided")] = 300.0,
+) -> None:
+    """A live demo, no GPU needed: a fine-tune that regresses on reasoning is rolled back automatically."""
+    import asyncio
+
+    from gateway.cli_simulate import parse_effects
+    from gateway.demo import run_demo
+
+    result = asyncio.run(run_demo(parse_effects(regress), tolerance, rps, max_seconds, out))
+    if result.get("phase") == "rolled_back":
+        ev = next(e for e in result["events"] if e["type"] == "controller_rollback")
+        s = ev["categories"][ev["category"]]
+        out.print(f"[bold red]rolled back[/]: {ev['reason']} - estimate {s['estimate']:+.3f}, interval "
+                  f"[{s['lower']:+.3f}, {s['upper']:+.3f}] after {s['n']} judged pairs "
+                  f"(log e-value {s['log_evalue']} >= threshold {s['threshold']})")
+    elif result.get("phase") == "promoted":
+        out.print("[bold green]promoted[/]: the candidate became stable")
+    else:
+        raise _fail("no decision within --max-seconds")
+
+
+@app.command()
 def controller(config: ConfigOpt = None) -> None:
     """Run the rollout controller alone (it also runs inside `serve`; one leader acts at a time)."""
     from gateway.controller_process import run_controller

@@ -19,9 +19,6 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="chromium not installed (scripts/test.sh installs it)")
-
-
 @pytest.fixture
 async def rolling(backend_factory, gateway_factory, redis_srv, key_prefix):
     _, s = backend_factory("stable", model="base")
@@ -46,6 +43,7 @@ async def rolling(backend_factory, gateway_factory, redis_srv, key_prefix):
 async def test_console_rollback_with_admin_token_and_read_only_view(rolling):
     from playwright.async_api import async_playwright
 
+    assert Path(CHROMIUM).exists(), "Debian's chromium is missing: scripts/test.sh installs it"
     gw = rolling
     head = httpx.get(f"{gw.url}/console")
     assert "frame-ancestors 'none'" in head.headers["content-security-policy"]
