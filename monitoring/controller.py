@@ -144,6 +144,7 @@ class Controller:
         counts, analysed = analyse_rollout(policy, await self.stats(alias.name, alias.rollout_id))
         for c, st in analysed.items():
             _export_category(alias.name, c, counts[c], st)
+            m.CATEGORY_TOLERANCE.labels(alias.name, c).set(policy.category(c).tolerance)
         evidence = {c: Evidence(st.n, st.rejected, st.cleared) for c, st in analysed.items()}
         progress = Progress(Phase(alias.phase), alias.stage, alias.stage_started_at, alias.pairs_at_stage_start,
                             tuple(alias.pinned_categories))
@@ -177,6 +178,8 @@ class Controller:
             log.info("%s changed while being evaluated; re-evaluating next round", alias.name)
             return
         m.CONTROLLER_DECISIONS.labels(alias.name, d.action.value).inc()
+        if "guard" in d.details:
+            m.GUARD_TRIPS.labels(alias.name, str(d.details["guard"])).inc()
         m.CONTROLLER_LAST_DECISION.labels(alias.name).set(now)
         _export_alias(after)
         log.warning("%s: %s (%s)", alias.name, d.action.value, d.reason)

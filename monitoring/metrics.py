@@ -211,6 +211,10 @@ CATEGORY_THRESHOLD = Gauge("cliffguard_category_test_threshold", "log(1/alpha_k)
                            ["alias", "category"], multiprocess_mode="mostrecent")
 CATEGORY_PAIRS_NEEDED = Gauge("cliffguard_category_pairs_needed", "Estimated further pairs to a decision (-1: decided "
                               "or too close to call).", ["alias", "category"], multiprocess_mode="mostrecent")
+CATEGORY_TOLERANCE = Gauge("cliffguard_category_tolerance", "The category's tolerance (the regression line is "
+                           "minus this).", ["alias", "category"], multiprocess_mode="mostrecent")
+GUARD_TRIPS = Counter("cliffguard_controller_guard_trips_total", "Rollbacks caused by an operational guard.",
+                      ["alias", "guard"])
 WEBHOOKS = Counter("cliffguard_webhooks_total", "Webhook deliveries by result.", ["result"])
 
 
