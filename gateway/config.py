@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from judges.config import JudgingConfig
-from monitoring.controller import ControllerConfig
+from monitoring.policy import ControllerConfig
 from router.classify.taxonomy import TaxonomyConfig
 
 ENV_PREFIX = "CLIFFGUARD_"

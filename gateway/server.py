@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from gateway.config import CONFIG_ENV, ENV_PREFIX, Settings
@@ -35,7 +36,10 @@ def _prepare_classifier(settings: Settings) -> None:
 
 
 def serve(settings: Settings, config_path: str | None, log_level: str = "info") -> None:
-    # must precede any import of prometheus_client in this process (it picks its storage at import)
+    # must precede any import of prometheus_client in this process (it picks its storage at import):
+    # otherwise a single in-process worker would count in memory while /metrics reads the files
+    if "prometheus_client" in sys.modules:
+        raise RuntimeError("prometheus_client was imported before `serve` set PROMETHEUS_MULTIPROC_DIR")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(_metrics_dir(settings))
     if config_path:
         os.environ[CONFIG_ENV] = str(Path(config_path).resolve())

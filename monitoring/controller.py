@@ -19,14 +19,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError, WatchError
 
 from monitoring import guards
 from monitoring import metrics as m
 from monitoring.decision import Action, Decision, Evidence, Phase, Progress, category_alpha, decide
 from monitoring.notify import Notifier
-from monitoring.policy import RolloutPolicy
+from monitoring.policy import ControllerConfig, RolloutPolicy
 from monitoring.sequential import CategoryStats, Counts, analyse
 from router.registry import reconcile
 from router.state import BP_MAX, AliasState
@@ -39,18 +38,6 @@ _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
-
-
-class ControllerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = Field(True, description="run the controller inside `serve` (leader-elected)")
-    interval_s: float = Field(2.0, gt=0, description="how often the leader evaluates")
-    lease_s: float = Field(10.0, gt=0, description="leadership expires this long after the last renewal")
-    policy: RolloutPolicy = Field(default_factory=RolloutPolicy)
-    policies: dict[str, RolloutPolicy] = Field(default_factory=dict, description="per alias, replacing `policy`")
-    webhooks: list[str] = Field(default_factory=list, description="URLs; JSON POST with Slack-compatible text")
-    retention_days: float = Field(30.0, gt=0, description="versions no alias uses are kept this long")
-    housekeeping_s: float = Field(300.0, gt=0, description="how often the leader retires and prunes versions")
 
 
 class Controller:

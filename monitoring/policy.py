@@ -71,3 +71,15 @@ class RolloutPolicy(BaseModel):
 
     def acting(self, names: list[str]) -> list[str]:
         return [n for n in names if not self.category(n).muted]
+
+
+class ControllerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = Field(True, description="run the controller inside `serve` (leader-elected)")
+    interval_s: float = Field(2.0, gt=0, description="how often the leader evaluates")
+    lease_s: float = Field(10.0, gt=0, description="leadership expires this long after the last renewal")
+    policy: RolloutPolicy = Field(default_factory=RolloutPolicy)
+    policies: dict[str, RolloutPolicy] = Field(default_factory=dict, description="per alias, replacing `policy`")
+    webhooks: list[str] = Field(default_factory=list, description="URLs; JSON POST with Slack-compatible text")
+    retention_days: float = Field(30.0, gt=0, description="versions no alias uses are kept this long")
+    housekeeping_s: float = Field(300.0, gt=0, description="how often the leader retires and prunes versions")

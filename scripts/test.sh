@@ -10,9 +10,12 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
 fi
 
-if ! command -v chromium >/dev/null 2>&1; then
-  log "installing Debian's chromium (console tests run it headless)"
-  apt-get update -qq && apt-get install -y -qq chromium >/dev/null
+missing=""
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"          # console tests (headless)
+command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"        # rules tests, real Prometheus
+if [ -n "$missing" ]; then
+  log "installing Debian packages:$missing"
+  apt-get update -qq && apt-get install -y -qq $missing >/dev/null
 fi
 
 log "gateway virtualenv (.venv)"

@@ -25,6 +25,7 @@ class Script:
     head_delay_s: float = 0.0  # wait before the response head (timeout before first byte)
     chunk_delay_s: float = 0.0  # between stream chunks (slow stream)
     fail_after_chunks: int | None = None  # drop the connection mid-stream
+    fail_every: int = 0  # answer 500 to every Nth request (an unreliable candidate)
     chunks: int = 5
 
 
@@ -67,9 +68,10 @@ class FakeBackend:
         if body.get("model") != s.model:
             return JSONResponse({"error": {"message": f"The model `{body.get('model')}` does not exist.",
                                            "type": "NotFoundError", "param": "model", "code": 404}}, 404)
-        if s.status != 200:
-            return JSONResponse({"error": {"message": f"scripted {s.status}", "type": "InternalServerError",
-                                           "param": None, "code": s.status}}, s.status)
+        if s.status != 200 or (s.fail_every and len(self.record.requests) % s.fail_every == 0):
+            status = s.status if s.status != 200 else 500
+            return JSONResponse({"error": {"message": f"scripted {status}", "type": "InternalServerError",
+                                           "param": None, "code": status}}, status)
         rid = f"{self.name}-{next(self._ids)}"
         words = [f"{w} " for w in s.text.split()][: s.chunks] or ["x"]
         usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}
