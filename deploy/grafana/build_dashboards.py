@@ -68,7 +68,8 @@ def rollout_dashboard() -> dict[str, Any]:
                                                 {"id": "custom.fillOpacity", "value": 25}]},
                                 {"matcher": {"id": "byName", "options": "minus tolerance"},
                                  "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}},
-                                                {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}}]}]}}
+                                                {"id": "custom.lineStyle",
+                                                 "value": {"fill": "dash", "dash": [10, 10]}}]}]}}
     L.add("timeseries", "Candidate minus stable (P(win) - P(loss)) with its anytime-valid band, $category", [
         target(f"cliffguard_category_estimate{{{C}}}", "estimate", "A"),
         target(f"cliffguard_category_lower_bound{{{C}}}", "lower bound", "B"),
@@ -143,7 +144,8 @@ def rollout_dashboard() -> dict[str, Any]:
         ]},
         "annotations": {"list": [{
             "name": "Rollbacks and promotions", "datasource": DS, "enable": True, "iconColor": "red",
-            "expr": f'changes(cliffguard_controller_decisions_total{{{A},action=~"rollback|promote|complete|pin_category"}}[1m]) > 0',
+            "expr": f'changes(cliffguard_controller_decisions_total{{{A},'
+                    f'action=~"rollback|promote|complete|pin_category"}}[1m]) > 0',
             "titleFormat": "{{action}}", "textFormat": "{{alias}}: {{action}}"}]},
     }
 
