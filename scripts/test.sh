@@ -23,6 +23,14 @@ log "gateway virtualenv (.venv)"
 .venv/bin/pip install -q --disable-pip-version-check torch==2.13.0  # CPU wheel, before anything pulls CUDA
 .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
 
+schema="$HOME/.cache/cliffguard/compose_spec.json"
+if [ ! -s "$schema" ]; then
+  log "Compose specification schema (from the docker-compose wheel on PyPI; cached)"
+  mkdir -p "$(dirname "$schema")"; tmp=$(mktemp -d)
+  .venv/bin/pip download -q --disable-pip-version-check --no-deps -d "$tmp" docker-compose==1.29.2
+  unzip -p "$tmp"/docker_compose-*.whl compose/config/compose_spec.json > "$schema"; rm -rf "$tmp"
+fi
+
 log "vLLM CPU build (for the end-to-end tests; cached)"
 bash deploy/vllm/install_cpu.sh
 
