@@ -7,27 +7,17 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
-from gateway.config import ConfigError, Settings, load_settings
+from gateway.cli_common import err, out, settings_or_exit
+from gateway.config import Settings
 
 classifier_app = typer.Typer(help="Fit and evaluate the capability classifier.", no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
 
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config (for the taxonomy)")]
 ArtifactOpt = Annotated[Path | None, typer.Option(help="a head written by `classifier fit` (default: the "
                                                        "config's, else fitted on the taxonomy's examples)")]
-
-
-def _settings(config: str | None) -> Settings:
-    try:
-        return load_settings(config)
-    except ConfigError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
-        raise typer.Exit(2) from None
 
 
 def _read_jsonl(path: Path, allowed: tuple[str, ...]) -> tuple[list[str], list[str]]:
@@ -92,7 +82,7 @@ def fit(
     from router.classify.head import Head
     from router.classify.taxonomy import Taxonomy
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     c = settings.classifier
     taxonomy = Taxonomy.build(c.taxonomy)
     texts, labels = _read_jsonl(data, taxonomy.names)
@@ -116,7 +106,7 @@ def evaluate_cmd(
     from router.classify.evaluation import evaluate
     from router.classify.layers import threshold
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     taxonomy, model = _model(settings, artifact)
     texts, truth = _read_jsonl(data, taxonomy.names)
     X = _encode(model.embedder, texts, f"{len(texts)} prompts")
@@ -150,7 +140,7 @@ def classify_cmd(
     from router.classify.prompt import prompt_parts
     from router.classify.taxonomy import CompiledRules
 
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     taxonomy, model = _model(settings, artifact)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
     parts = prompt_parts({"messages": messages})

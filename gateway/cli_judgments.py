@@ -10,26 +10,16 @@ import time
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.panel import Panel
 
-from gateway.config import ConfigError, Settings, load_settings
+from gateway.cli_common import err, out, settings_or_exit
+from gateway.config import Settings
 from gateway.embedded_redis import redis_url_for_tools
 from judges.queue import Keys
 from router.store import connect
 
 judgments_app = typer.Typer(help="Judged pairs: export for review, or show one.", no_args_is_help=True)
-out = Console()
-err = Console(stderr=True)
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config (Redis URL, key prefix)")]
-
-
-def _settings(config: str | None) -> Settings:
-    try:
-        return load_settings(config)
-    except ConfigError as e:
-        err.print(f"[bold red]error:[/] {e}", highlight=False)
-        raise typer.Exit(2) from None
 
 
 def parse_since(value: str | None, now: float) -> float:
@@ -66,7 +56,7 @@ def export(
     config: ConfigOpt = None,
 ) -> None:
     """Write the stored pairs of an alias as JSONL (oldest first)."""
-    settings = _settings(config)
+    settings = settings_or_exit(config)
     start = parse_since(since, time.time())
 
     async def run(client: Any, keys: Keys) -> int:
@@ -93,7 +83,7 @@ def export(
 @judgments_app.command()
 def show(request_id: str, config: ConfigOpt = None) -> None:
     """Print one judged pair: the question, both answers and the judge's reasoning."""
-    settings = _settings(config)
+    settings = settings_or_exit(config)
 
     async def run(client: Any, keys: Keys) -> Any:
         return await client.get(keys.pair(request_id))
