@@ -27,14 +27,19 @@ class ThreadServer:
     """Runs an ASGI app with uvicorn (uvloop, httptools) in a background thread."""
 
     def __init__(self, app: Any, port: int | None = None, lifespan: str = "on") -> None:
-        self.port = port or free_port()
+        # bind now and hand the socket to uvicorn: a port picked and released first can be taken by
+        # another process (vLLM's engine grabs random local ports) before the server binds it
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port or 0))
+        self.port = int(self.sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
-        cfg = uvicorn.Config(app, host="127.0.0.1", port=self.port, loop="uvloop", http="httptools",
-                             lifespan=lifespan, log_level="warning", access_log=False)
+        cfg = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan=lifespan, log_level="warning",
+                             access_log=False)
         self.server = uvicorn.Server(cfg)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 
-    def start(self, timeout: float = 20) -> ThreadServer:
+    def start(self, timeout: float = 30) -> ThreadServer:
         self.thread.start()
         deadline = time.time() + timeout
         while not self.server.started:
@@ -46,6 +51,7 @@ class ThreadServer:
     def stop(self) -> None:
         self.server.should_exit = True
         self.thread.join(timeout=15)
+        self.sock.close()
         assert not self.thread.is_alive(), f"server {self.url} did not stop"
 
     def __enter__(self) -> ThreadServer:
