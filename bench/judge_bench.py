@@ -15,10 +15,9 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-import httpx
 import orjson
+from _support import HARNESS, REPO, wait  # bench/ is on sys.path when run as a script
 
 from gateway.sampling import RequestSampler
 from judges.config import JudgingConfig
@@ -31,8 +30,6 @@ from router.live_state import LiveState
 from router.state import AliasState, VersionRecord
 from router.store import StateStore, connect
 
-REPO = Path(__file__).resolve().parents[1]
-HARNESS = Path(os.environ.get("BENCH_HARNESS", REPO.parent / "shared" / "bench"))
 UPSTREAM, JUDGE = 18010, 18300
 
 BODY = {"model": "bot", "temperature": 0.2, "max_tokens": 64,
@@ -41,15 +38,6 @@ BODY = {"model": "bot", "temperature": 0.2, "max_tokens": 64,
 ANSWER = orjson.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "The sea sighs " * 20}}]})
 STREAM = [b'data: {"choices":[{"index":0,"delta":{"content":"word "}}]}\n\n' for _ in range(16)] + [b"data: [DONE]\n\n"]
 
-
-def wait(url: str) -> None:
-    for _ in range(100):
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not start")
 
 
 async def request_path_cost(queue: JudgeQueue, n: int) -> None:

@@ -18,25 +18,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import psutil
+from _support import HARNESS, REPO, wait
 
-REPO = Path(__file__).resolve().parents[1]
-HARNESS = Path(os.environ.get("BENCH_HARNESS", REPO.parent / "shared" / "bench"))
 PY = sys.executable
 
-
-def wait(url: str) -> None:
-    for _ in range(100):
-        try:
-            httpx.get(url, timeout=1)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise RuntimeError(f"{url} did not come up")
 
 
 def rss_mb(root: psutil.Process) -> list[float]:
