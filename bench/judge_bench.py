@@ -19,7 +19,7 @@ import time
 import orjson
 from _support import HARNESS, REPO, wait  # bench/ is on sys.path when run as a script
 
-from gateway.sampling import RequestSampler
+from gateway.proxy.sampling import RequestSampler
 from judges.config import JudgingConfig
 from judges.queue import JudgeQueue
 from judges.sampling import Sampler, SamplingConfig, make_redactor

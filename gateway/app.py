@@ -13,13 +13,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway import admin, console_routes
+from gateway import admin, console
 from gateway.config import Settings, load_settings
 from gateway.context import GatewayContext
 from gateway.errors import GatewayError, unauthorized
 from gateway.health import readiness
-from gateway.openai_request import CHAT, COMPLETIONS
-from gateway.proxy import Message, ProxyHandler, Receive, Scope, Send
+from gateway.proxy.handler import Message, ProxyHandler, Receive, Scope, Send
+from gateway.proxy.request import CHAT, COMPLETIONS
 from monitoring import metrics
 
 log = logging.getLogger("cliffguard.app")
@@ -140,7 +140,7 @@ def _web_app(ctx: GatewayContext) -> Starlette:
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", prometheus, methods=["GET"]),
             *admin.routes(ctx),
-            *console_routes.routes(),
+            *console.routes(),
         ],
         exception_handlers=handlers,
     )

@@ -12,9 +12,9 @@ from gateway.auth import Authenticator
 from gateway.bootstrap import apply_declared, declared_state
 from gateway.classification import build_classifier
 from gateway.config import Settings
-from gateway.embedded_redis import EmbeddedRedis
-from gateway.sampling import RequestSampler
-from gateway.upstream import Backends
+from gateway.processes.embedded_redis import EmbeddedRedis
+from gateway.proxy.sampling import RequestSampler
+from gateway.proxy.upstream import Backends
 from judges.queue import JudgeQueue
 from judges.sampling import Sampler, make_redactor
 from judges.sink import SampleSink

@@ -2,7 +2,7 @@ import orjson
 import pytest
 
 from gateway.errors import GatewayError
-from gateway.openai_request import CHAT, COMPLETIONS, parse, upstream_body
+from gateway.proxy.request import CHAT, COMPLETIONS, parse, upstream_body
 
 
 @pytest.mark.parametrize("raw,code,param", [

@@ -1,6 +1,6 @@
 import orjson
 
-from gateway.sse import StreamScanner
+from gateway.proxy.sse import StreamScanner
 
 
 def ev(obj) -> bytes:

@@ -26,7 +26,7 @@ _FILES = {"index.html": "text/html; charset=utf-8", "console.js": "text/javascri
 
 
 def routes() -> list[Route]:
-    files = {name: resources.files("gateway").joinpath("console", name).read_bytes() for name in _FILES}
+    files = {name: resources.files("gateway.console").joinpath("static", name).read_bytes() for name in _FILES}
 
     def serve(name: str):  # type: ignore[no-untyped-def]
         async def handler(request: Request) -> Response:

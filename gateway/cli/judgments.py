@@ -12,9 +12,9 @@ from typing import Annotated, Any
 import typer
 from rich.panel import Panel
 
-from gateway.cli_common import err, out, settings_or_exit
+from gateway.cli.common import err, out, settings_or_exit
 from gateway.config import Settings
-from gateway.embedded_redis import redis_url_for_tools
+from gateway.processes.embedded_redis import redis_url_for_tools
 from judges.queue import Keys
 from router.store import connect
 

@@ -10,7 +10,7 @@ import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from gateway.cli_common import err, out, settings_or_exit
+from gateway.cli.common import err, out, settings_or_exit
 from gateway.config import Settings
 
 classifier_app = typer.Typer(help="Fit and evaluate the capability classifier.", no_args_is_help=True)

@@ -9,7 +9,7 @@ from prometheus_client import start_http_server
 from rich.console import Console
 
 from gateway.config import Settings
-from gateway.embedded_redis import redis_url_for_tools
+from gateway.processes.embedded_redis import redis_url_for_tools
 from judges.queue import JudgeQueue
 from monitoring.controller import Controller
 from monitoring.notify import Notifier

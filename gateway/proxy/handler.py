@@ -21,10 +21,10 @@ import orjson
 from gateway.auth import Authenticator, Identity
 from gateway.config import Settings
 from gateway.errors import GatewayError, bad_request, model_not_found, sse_error_event, unauthorized
-from gateway.openai_request import CHAT, OpenAIRequest, parse, upstream_body
-from gateway.sampling import RequestSampler
-from gateway.sse import StreamScanner
-from gateway.upstream import UPSTREAM_ERRORS, Backends, Failure, classify
+from gateway.proxy.request import CHAT, OpenAIRequest, parse, upstream_body
+from gateway.proxy.sampling import RequestSampler
+from gateway.proxy.sse import StreamScanner
+from gateway.proxy.upstream import UPSTREAM_ERRORS, Backends, Failure, classify
 from monitoring import metrics as m
 from monitoring.guards import GuardCounters
 from router.classify import InvalidCategory, Label, RequestClassifier, resolve

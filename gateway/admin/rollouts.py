@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 
-from gateway.admin import Reason, RequiredReason, alias_view, parse
+from gateway.admin.api import Reason, RequiredReason, alias_view, parse
 from gateway.auth import Identity
 from gateway.context import GatewayContext
 from gateway.errors import GatewayError

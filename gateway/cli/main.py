@@ -8,10 +8,10 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from gateway.cli_classifier import classifier_app, classify_cmd
-from gateway.cli_judgments import judgments_app
-from gateway.cli_ops import events, rollout_app, status, versions
-from gateway.cli_simulate import simulate_cmd
+from gateway.cli.classifier import classifier_app, classify_cmd
+from gateway.cli.judgments import judgments_app
+from gateway.cli.ops import events, rollout_app, status, versions
+from gateway.cli.simulate import simulate_cmd
 from gateway.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(help="cliffguard: staged-rollout gateway for fine-tuned LLMs.", no_args_is_help=True,
@@ -46,7 +46,7 @@ def serve(
         settings = load_settings(config)
     except ConfigError as e:
         raise _fail(str(e), 2) from None
-    from gateway.server import serve as run
+    from gateway.processes.server import serve as run
 
     where = f"http://{settings.listen.host}:{settings.listen.port}"
     redis = settings.redis_url or f"embedded ({settings.data_dir / 'redis'})"
@@ -74,7 +74,7 @@ def _run_process(config: str | None, main: Callable[[Settings], Coroutine[Any, A
 @app.command()
 def worker(config: ConfigOpt = None) -> None:
     """Run a judge worker: consumes sampled requests, judges pairs, records outcomes (any number of them)."""
-    from gateway.worker_process import run_worker
+    from gateway.processes.worker import run_worker
 
     _run_process(config, run_worker)
 
@@ -89,8 +89,8 @@ def demo(
     """A live demo, no GPU needed: a fine-tune that regresses on reasoning is rolled back automatically."""
     import asyncio
 
-    from gateway.cli_simulate import parse_effects
-    from gateway.demo import run_demo
+    from gateway.cli.simulate import parse_effects
+    from gateway.demo.run import run_demo
 
     result = asyncio.run(run_demo(parse_effects(regress), tolerance, rps, max_seconds, out))
     if result.get("phase") == "rolled_back":
@@ -108,10 +108,7 @@ def demo(
 @app.command()
 def controller(config: ConfigOpt = None) -> None:
     """Run the rollout controller alone (it also runs inside `serve`; one leader acts at a time)."""
-    from gateway.controller_process import run_controller
+    from gateway.processes.controller import run_controller
 
     _run_process(config, run_controller)
 
-
-if __name__ == "__main__":
-    app()

@@ -115,10 +115,10 @@ def alias_view(a: AliasState) -> dict[str, Any]:
 
 
 def routes(ctx: GatewayContext) -> list[Route]:
-    from gateway import admin_rollouts, admin_versions, openapi
+    from gateway.admin import openapi, rollouts, versions
 
     limiter = RateLimiter()
-    table = [*admin_rollouts.handlers(ctx), *admin_versions.handlers(ctx)]
+    table = [*rollouts.handlers(ctx), *versions.handlers(ctx)]
 
     async def whoami(request: Request, ident: Identity) -> Any:
         return {"name": ident.name, "role": ident.role}

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from gateway.config import CONFIG_ENV, ENV_PREFIX, Settings
-from gateway.embedded_redis import EmbeddedRedis
+from gateway.processes.embedded_redis import EmbeddedRedis
 
 
 def _metrics_dir(settings: Settings) -> Path:

@@ -10,7 +10,7 @@ import aiohttp
 from pydantic import BaseModel, Field
 from starlette.requests import Request
 
-from gateway.admin import RequiredReason, parse
+from gateway.admin.api import RequiredReason, parse
 from gateway.auth import Identity
 from gateway.config import VersionConfig
 from gateway.context import GatewayContext

@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gateway.admin_client import AdminClient, AdminError
+from gateway.cli.client import AdminClient, AdminError
 
 out = Console()
 err = Console(stderr=True)
