@@ -53,7 +53,7 @@ def parse(model: type[_M], raw: bytes) -> _M:
 class RateLimiter:
     """A token bucket per identity: `rate` per second, bursts of `burst`."""
 
-    def __init__(self, rate: float = 20.0, burst: float = 40.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate, self.burst, self.clock = rate, burst, clock
         self._buckets: dict[str, tuple[float, float]] = {}
 
@@ -117,7 +117,8 @@ def alias_view(a: AliasState) -> dict[str, Any]:
 def routes(ctx: GatewayContext) -> list[Route]:
     from gateway.admin import openapi, rollouts, versions
 
-    limiter = RateLimiter()
+    # reads are cheap (in-memory state) and dashboards poll them; changes get a tighter budget
+    readers, writers = RateLimiter(rate=100.0, burst=200.0), RateLimiter(rate=10.0, burst=20.0)
     table = [*rollouts.handlers(ctx), *versions.handlers(ctx)]
 
     async def whoami(request: Request, ident: Identity) -> Any:
@@ -133,7 +134,7 @@ def routes(ctx: GatewayContext) -> list[Route]:
     table += [("GET", "/admin/whoami", whoami, False, "Who the token belongs to and its role", None),
               ("GET", "/admin/events", events, False, "The audit/event log (newest first; ?after=ID to follow)",
                None)]
-    out = [Route(path, endpoint(ctx, limiter, h, admin), methods=[method])
+    out = [Route(path, endpoint(ctx, writers if method != "GET" else readers, h, admin), methods=[method])
            for method, path, h, admin, _, _ in table]
     spec = orjson.dumps(openapi.document(table))
 
