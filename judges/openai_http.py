@@ -14,9 +14,10 @@ ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 
 
 class CallFailed(Exception):
-    def __init__(self, reason: str, detail: str) -> None:
+    def __init__(self, reason: str, detail: str, status: int | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
+        self.status = status  # the HTTP status, when the server answered
 
 
 class OpenAIHTTP:
@@ -46,7 +47,7 @@ class OpenAIHTTP:
                                          timeout=aiohttp.ClientTimeout(total=timeout_s)) as r:
                 raw = await r.read()
                 if r.status != 200:
-                    raise CallFailed(f"http_{r.status}", raw[:300].decode(errors="replace"))
+                    raise CallFailed(f"http_{r.status}", raw[:300].decode(errors="replace"), r.status)
         except ERRORS as e:
             raise CallFailed("timeout" if isinstance(e, asyncio.TimeoutError) else "connect",
                              f"{type(e).__name__}: {e}") from None
@@ -56,4 +57,4 @@ class OpenAIHTTP:
             text = choice["message"]["content"] if endpoint == "chat" else choice["text"]
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
             raise CallFailed("bad_response", raw[:300].decode(errors="replace")) from None
-        return (text if isinstance(text, str) else ""), data
+        return (text if isinstance(text, str) else ""), data  # text: None for a tool-call-only message

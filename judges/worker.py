@@ -21,6 +21,8 @@ from typing import Any
 from pydantic import ValidationError
 from redis.exceptions import RedisError
 
+from judges import answers
+from judges.answers import Answer
 from judges.config import JudgingConfig
 from judges.openai_http import CallFailed, OpenAIHTTP
 from judges.prompts import pairwise_messages, question_text, single_messages
@@ -28,6 +30,7 @@ from judges.queue import GROUP, JudgeQueue
 from judges.records import PairResult, Sample
 from judges.verdicts import ParseFailure, Verdict, combine, parse_pairwise, parse_rating
 from monitoring import metrics as m
+from monitoring.guards import GuardCounters
 from router.live_state import LiveState
 
 log = logging.getLogger("cliffguard.worker")
@@ -39,6 +42,19 @@ _OUTCOMES = {1: ("wins", "win"), 0: ("ties", "tie"), -1: ("losses", "loss")}
 
 class Skip(Exception):
     """The sample cannot ever be judged (e.g. its version is gone): dead-letter it at once."""
+
+
+class CandidateRefused(Exception):
+    """The candidate answered a prompt that stable answered with a client error (e.g. 404: its LoRA
+    adapter is gone). Not a transient failure: the candidate loses this pair."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+# client errors that say nothing about the prompt or the version (retry instead)
+_TRANSIENT_4XX = frozenset({408, 409, 425, 429})
 
 
 @dataclass
@@ -62,11 +78,14 @@ class JudgeWorker:
         self._judge_slots = asyncio.Semaphore(cfg.judge.max_concurrency)
         self._stopping = asyncio.Event()
         self._ttl_s = int(cfg.worker.pair_ttl_days * 86400)
+        # shadow generations are the other version's requests: the operational guards count them too
+        self.guards = GuardCounters(queue.redis, queue.keys.prefix)
 
     # -- loop --------------------------------------------------------------------------------------
 
     async def run(self) -> None:
         await self.queue.ensure_group()
+        self.guards.start()
         log.info("worker %s consuming %s", self.consumer, self.queue.keys.samples)
         slots = asyncio.Semaphore(self.cfg.worker.concurrency)
         tasks: set[asyncio.Task[None]] = set()
@@ -94,6 +113,7 @@ class JudgeWorker:
                 t.add_done_callback(done)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        await self.guards.stop()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -170,25 +190,37 @@ class JudgeWorker:
                 raise Skip("no candidate and single-answer mode is off")
             return await self._rate(s, question)
         other_name = s.candidate if s.served_arm == "stable" else s.stable
-        other = await self._generate(s, other_name)
-        cand_answer, stable_answer = (other, s.answer) if s.served_arm == "stable" else (s.answer, other)
+        try:
+            other = await self._generate(s, other_name)
+        except CandidateRefused as e:
+            return await self._record_pair(s, question, s.answer, None, -1, "candidate_failed", [], [e.detail])
+        cand, stable = (other, s.answer) if s.served_arm == "stable" else (s.answer, other)
+        if cand.same_as(stable):  # nothing to judge: a tie, without a judge call (and without its noise)
+            m.JUDGE_SKIPPED.labels("identical").inc()
+            return await self._record_pair(s, question, stable, cand, 0, "identical", [], [])
         override = self.cfg.judge.prompts.get(s.category)
         (v1, x1), (v2, x2) = await asyncio.gather(
-            self._ask_pairwise(pairwise_messages(question, cand_answer, stable_answer, s.reference, s.category,
+            self._ask_pairwise(pairwise_messages(question, cand.render(), stable.render(), s.reference, s.category,
                                                  override)),
-            self._ask_pairwise(pairwise_messages(question, stable_answer, cand_answer, s.reference, s.category,
+            self._ask_pairwise(pairwise_messages(question, stable.render(), cand.render(), s.reference, s.category,
                                                  override)),
         )
         outcome, consistent = combine(v1, v2)
+        return await self._record_pair(s, question, stable, cand, outcome, "judge", [v1.value, v2.value], [x1, x2],
+                                       consistent)
+
+    async def _record_pair(self, s: Sample, question: str, stable: Answer, cand: Answer | None, outcome: int,
+                           decided_by: str, verdicts: list[str], explanations: list[str],
+                           consistent: bool = True) -> bool:
         counter, label = _OUTCOMES[outcome]
         incr = {f"{s.category}:n": 1, f"{s.category}:{counter}": 1}
         if not consistent:
             incr[f"{s.category}:inconsistent"] = 1
         pair = PairResult(request_id=s.request_id, alias=s.alias, rollout_id=s.rollout_id, category=s.category,
                           mode="pairwise", stable=s.stable, candidate=s.candidate, question=question,
-                          stable_answer=stable_answer, candidate_answer=cand_answer, outcome=outcome,
-                          verdicts=[v1.value, v2.value], position_consistent=consistent,
-                          judge_explanations=[x1, x2], judge_model=self.cfg.judge.model, ts=time.time())
+                          stable_answer=stable, candidate_answer=cand, outcome=outcome, decided_by=decided_by,
+                          verdicts=verdicts, position_consistent=consistent, judge_explanations=explanations,
+                          judge_model=self.cfg.judge.model, ts=time.time())
         recorded = await self.queue.record(request_id=s.request_id, alias=s.alias, rollout_id=s.rollout_id,
                                            pair_json=pair.model_dump_json(), ts=pair.ts, increments=incr,
                                            ttl_s=self._ttl_s)
@@ -199,7 +231,7 @@ class JudgeWorker:
         return recorded
 
     async def _rate(self, s: Sample, question: str) -> bool:
-        text = await self._call_judge(single_messages(question, s.answer), "single")
+        text = await self._call_judge(single_messages(question, s.answer.render()), "single")
         rating = parse_rating(text)
         pair = PairResult(request_id=s.request_id, alias=s.alias, rollout_id=s.rollout_id, category=s.category,
                           mode="single", stable=s.stable, candidate=None, question=question,
@@ -213,7 +245,8 @@ class JudgeWorker:
             m.SINGLE_RATINGS.labels(s.alias, s.category).observe(rating)
         return recorded
 
-    async def _generate(self, s: Sample, version_name: str) -> str:
+    async def _generate(self, s: Sample, version_name: str) -> Answer:
+        """The other version's answer to the sample's prompt (non-streamed, same parameters)."""
         version = self.state.snapshot.versions.get(version_name)
         if version is None:
             m.JUDGE_FAILURES.labels("version_missing").inc()
@@ -221,11 +254,22 @@ class JudgeWorker:
         body: dict[str, Any] = {**s.params, "model": version.model, "stream": False}
         body["messages" if s.endpoint == "chat" else "prompt"] = s.messages if s.endpoint == "chat" else s.prompt
         try:
-            text, _ = await self.http.create(version.base_url, s.endpoint, body, version.api_key_env,
+            _, data = await self.http.create(version.base_url, s.endpoint, body, version.api_key_env,
                                              self.cfg.worker.generation_timeout_s)
         except CallFailed as e:
+            self.guards.record(s.alias, s.rollout_id, version_name, error=True, empty=False, ttft_s=None)
+            if version_name == s.candidate and e.status is not None and 400 <= e.status < 500 \
+                    and e.status not in _TRANSIENT_4XX:
+                raise CandidateRefused(f"candidate {version_name} answered HTTP {e.status}: {e}") from None
             raise CallFailed(f"generation_{e.reason}", str(e)) from None
-        return text
+        answer = answers.from_choice((data.get("choices") or [None])[0], s.endpoint)
+        usage = data.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        self.guards.record(s.alias, s.rollout_id, version_name, error=answer is None,
+                           empty=answer is not None and usage.get("completion_tokens") == 0, ttft_s=None)
+        if answer is None:
+            raise CallFailed("generation_bad_response", f"no answer in the response of {version_name}")
+        return answer
 
     async def _ask_pairwise(self, messages: list[dict[str, str]]) -> tuple[Verdict, str]:
         text = await self._call_judge(messages, "pairwise")

@@ -76,6 +76,12 @@ FALLBACKS = Counter(
     "Candidate requests retried on stable after a failure before the first byte.",
     ["alias", "from_version", "to_version", "reason"],
 )
+PIN_ROUTED = Counter(
+    "cliffguard_pinned_to_stable_total",
+    "Candidate-arm requests sent to stable because their category is pinned, or because the label was not "
+    "ready within pin_wait_ms (label_late: fail closed).",
+    ["alias", "reason"],
+)
 CLIENT_DISCONNECTS = Counter(
     "cliffguard_client_disconnects_total",
     "Requests whose client went away before the answer finished (upstream request cancelled).",
@@ -144,6 +150,11 @@ JUDGE_FAILURES = Counter(
 JUDGE_PARSE_FAILURES = Counter(
     "cliffguard_judge_parse_failures_total",
     "Judge answers without a clean verdict (counted as failures, never as a win, loss or tie).",
+)
+JUDGE_SKIPPED = Counter(
+    "cliffguard_judge_skipped_total",
+    "Pairs recorded without a judge call, by reason (identical: both answers the same, recorded as a tie).",
+    ["reason"],
 )
 JUDGED_PAIRS = Counter(
     "cliffguard_judged_pairs_total",

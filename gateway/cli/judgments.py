@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import sys
 import time
@@ -16,6 +15,7 @@ from gateway.cli.common import err, out, settings_or_exit
 from gateway.config import Settings
 from gateway.processes.embedded_redis import redis_url_for_tools
 from judges.queue import Keys
+from judges.records import PairResult
 from router.store import connect
 
 judgments_app = typer.Typer(help="Judged pairs: export for review, or show one.", no_args_is_help=True)
@@ -92,15 +92,19 @@ def show(request_id: str, config: ConfigOpt = None) -> None:
     if raw is None:
         err.print(f"[bold red]error:[/] no stored pair {request_id!r} (unknown, or older than its TTL)")
         raise typer.Exit(1)
-    p = json.loads(raw)
-    outcome = {1: "[green]candidate wins[/]", 0: "[yellow]tie[/]", -1: "[red]candidate loses[/]"}.get(p["outcome"])
-    result = outcome or f"rating {p['rating']}"
-    out.print(f"{p['alias']} / {p['category']} / rollout {p['rollout_id'] or '-'}  ->  {result}")
-    out.print(Panel(p["question"], title="question"))
-    out.print(Panel(p["stable_answer"] or "", title=f"stable ({p['stable']})"))
-    if p["candidate_answer"] is not None:
-        out.print(Panel(p["candidate_answer"], title=f"candidate ({p['candidate']})"))
-    for i, text in enumerate(p["judge_explanations"]):
-        order = ("candidate as A", "stable as A")[i] if p["mode"] == "pairwise" else "rating"
-        verdict = p["verdicts"][i] if i < len(p["verdicts"]) else ""
+    p = PairResult.model_validate_json(raw)
+    outcomes = {1: "[green]candidate wins[/]", 0: "[yellow]tie[/]", -1: "[red]candidate loses[/]"}
+    result = outcomes[p.outcome] if p.outcome is not None else f"rating {p.rating}"
+    out.print(f"{p.alias} / {p.category} / rollout {p.rollout_id or '-'}  ->  {result}")
+    out.print(Panel(p.question, title="question"))
+    out.print(Panel(p.stable_answer.render() if p.stable_answer else "", title=f"stable ({p.stable})"))
+    if p.candidate_answer is not None:
+        out.print(Panel(p.candidate_answer.render(), title=f"candidate ({p.candidate})"))
+    elif p.decided_by == "candidate_failed":
+        out.print(Panel("(no answer)", title=f"candidate ({p.candidate})", border_style="red"))
+    if p.decided_by != "judge":
+        out.print(f"[dim]decided without a judge call: {p.decided_by}[/]")
+    for i, text in enumerate(p.judge_explanations):
+        order = ("candidate as A", "stable as A")[i] if p.mode == "pairwise" else "rating"
+        verdict = p.verdicts[i] if i < len(p.verdicts) else ""
         out.print(Panel(text, title=f"judge ({order}) {verdict}"))

@@ -27,7 +27,7 @@ from gateway.proxy.sse import StreamScanner
 from gateway.proxy.upstream import UPSTREAM_ERRORS, Backends, Failure, classify
 from monitoring import metrics as m
 from monitoring.guards import GuardCounters
-from router.classify import InvalidCategory, Label, RequestClassifier, resolve
+from router.classify import UNCLASSIFIED, InvalidCategory, Label, RequestClassifier, resolve
 from router.live_state import LiveState
 from router.split import Arm, choose_arm, stickiness_key
 from router.state import AliasState, VersionRecord
@@ -67,6 +67,7 @@ class Exchange:
     ttft_s: float | None = None
     usage: dict[str, Any] | None = None
     fallback_from: str | None = None
+    fallback_failure: Failure | None = None
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
 
 
@@ -150,12 +151,15 @@ class ProxyHandler:
         return ex
 
     async def _apply_pins(self, ex: Exchange) -> None:
-        """A pinned category goes to stable: the only case where routing waits for the classifier."""
+        """A pinned category goes to stable: the only case where routing waits for the classifier. A label
+        not ready within pin_wait_ms also goes to stable (fail closed: it may be a pinned category)."""
         label = await resolve(ex.label, self.pin_wait_s)
-        ex.label = label
         stable = self.state.snapshot.versions.get(ex.alias.stable)
-        if label.category in ex.alias.pinned_categories and stable is not None:
+        if stable is not None and (label.category in ex.alias.pinned_categories or label.category == UNCLASSIFIED):
             ex.version, ex.arm = stable, Arm.STABLE.value
+            m.PIN_ROUTED.labels(ex.alias.name, "pinned" if label.category != UNCLASSIFIED else "label_late").inc()
+        if label.category != UNCLASSIFIED:  # a late label is still awaited after the response
+            ex.label = label
 
     # -- forwarding ------------------------------------------------------------------------------
 
@@ -201,17 +205,20 @@ class ProxyHandler:
                                   answer_bytes=ex.capture, stream=ex.req.stream)
 
     async def _open_upstream(self, ex: Exchange) -> aiohttp.ClientResponse | GatewayError:
-        """Send to the chosen version; a candidate failing before its first byte is retried on stable."""
+        """Send to the chosen version. A candidate failing before its first byte (no connection, timeout, 5xx,
+        or a 4xx: e.g. 404 when its LoRA adapter vanished after a vLLM restart) is retried on stable."""
         path = PATHS[ex.req.endpoint]
         err: BaseException | None = None
         while True:
             t_sent = time.perf_counter()
             try:
                 resp = await self.backends.send(ex.version, path, upstream_body(ex.req, ex.version.model))
-                failure = Failure.HTTP_5XX if resp.status >= 500 else None
+                failure = _status_failure(resp.status, ex.arm == Arm.CANDIDATE)
             except UPSTREAM_ERRORS as e:
                 resp, failure, err = None, classify(e), e
             ex.upstream_s = time.perf_counter() - t_sent
+            if ex.fallback_from is not None:
+                self._count_candidate_failure(ex, resp)
             if failure is None:
                 assert resp is not None
                 return resp
@@ -221,19 +228,28 @@ class ProxyHandler:
                 if resp is not None:
                     resp.close()
                 m.FALLBACKS.labels(ex.alias.name, ex.version.name, stable.name, failure.value).inc()
-                if self.guards is not None:  # hidden from the user by the fallback, still the candidate's error
-                    self.guards.record(ex.alias.name, ex.alias.rollout_id, ex.version.name, error=True, empty=False,
-                                       ttft_s=None)
                 log.warning("candidate %s failed (%s); retrying on stable %s", ex.version.name, failure,
                             stable.name)
-                ex.fallback_from, ex.version, ex.arm = ex.version.name, stable, Arm.STABLE.value
+                ex.fallback_from, ex.fallback_failure = ex.version.name, failure
+                ex.version, ex.arm = stable, Arm.STABLE.value
                 continue
-            if resp is not None:  # stable's own 5xx answer goes to the client as the backend wrote it
+            if resp is not None:  # stable's own 4xx/5xx answer goes to the client as the backend wrote it
                 return resp
             return GatewayError(
                 504 if failure == Failure.TIMEOUT else 502,
                 f"Backend for `{ex.alias.name}` ({ex.version.name}) is unavailable: "
                 f"{failure.value} ({type(err).__name__}).", "upstream_error", None, f"upstream_{failure.value}")
+
+    def _count_candidate_failure(self, ex: Exchange, stable_resp: aiohttp.ClientResponse | None) -> None:
+        """A failure hidden from the user by the fallback is still the candidate's error, unless stable
+        refuses the request in the same way (then the request, not the candidate, was at fault)."""
+        if self.guards is None or ex.fallback_from is None:
+            return
+        same_refusal = (ex.fallback_failure == Failure.HTTP_4XX and stable_resp is not None
+                        and 400 <= stable_resp.status < 500)
+        if not same_refusal:
+            self.guards.record(ex.alias.name, ex.alias.rollout_id, ex.fallback_from, error=True, empty=False,
+                               ttft_s=None)
 
     def _our_headers(self, ex: Exchange) -> list[tuple[bytes, bytes]]:
         overhead_ms = ((time.perf_counter() - ex.t0) - ex.upstream_s) * 1000
@@ -344,6 +360,14 @@ class _DisconnectWatcher:
         if not self._done:
             self._done = True
             self._task.cancel()
+
+
+def _status_failure(status: int, candidate: bool) -> Failure | None:
+    if status >= 500:
+        return Failure.HTTP_5XX
+    if status >= 400 and candidate:
+        return Failure.HTTP_4XX
+    return None
 
 
 async def _read_body(receive: Receive, headers: dict[str, str], limit: int) -> bytes:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from judges.records import Sample, answer_from_body, answer_from_sse, generation_params
+from judges import answers
+from judges.records import Sample, generation_params
 from judges.sampling import Sampler
 from judges.sink import SampleSink
 from monitoring import metrics as m
@@ -32,8 +33,9 @@ class RequestSampler:
             return
         if not self.sampler.decide(request_id, label.category, opted_out=opt_out):
             return
-        answer = answer_from_sse(answer_bytes, endpoint) if stream else answer_from_body(b"".join(answer_bytes),
-                                                                                          endpoint)
+        # an answer that is only tool calls is sampled too: the judge sees the calls
+        answer = answers.from_sse(answer_bytes, endpoint) if stream else answers.from_body(b"".join(answer_bytes),
+                                                                                           endpoint)
         if answer is None:
             return
         messages = body.get("messages")

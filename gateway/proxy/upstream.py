@@ -26,6 +26,7 @@ class Failure(StrEnum):
     CONNECT = "connect"
     TIMEOUT = "timeout"
     HTTP_5XX = "http_5xx"
+    HTTP_4XX = "http_4xx"  # only a failure when the candidate answers it (see the proxy's fallback)
     PROTOCOL = "protocol"
     MIDSTREAM = "midstream"
 

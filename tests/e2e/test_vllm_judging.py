@@ -89,10 +89,14 @@ async def test_vllm_versions_shadow_answers_and_scripted_verdicts(vllm_pair, gat
     ids = await client.zrange(f"{key_prefix}:judge:pairs:bot", 0, -1)
     pairs = [json.loads(await client.get(f"{key_prefix}:judge:pair:{i.decode()}")) for i in ids]
     await client.aclose()
-    assert sum(s["n"] for s in stats.values()) == 3 and sum(s.get("inconsistent", 0) for s in stats.values()) == 3
+    judged = [p for p in pairs if p["decided_by"] == "judge"]  # identical answers are ties without a judge
+    assert sum(s["n"] for s in stats.values()) == 3
+    assert sum(s.get("inconsistent", 0) for s in stats.values()) == len(judged)
     for p in pairs:  # a tiny model may stop at once: answers can be empty strings, never missing
-        assert isinstance(p["candidate_answer"], str) and isinstance(p["stable_answer"], str)
-        assert p["verdicts"] == ["A", "A"] and p["outcome"] == 0 and p["position_consistent"] is False
+        assert isinstance(p["candidate_answer"]["text"], str) and isinstance(p["stable_answer"]["text"], str)
+        assert p["outcome"] == 0
+    for p in judged:
+        assert p["verdicts"] == ["A", "A"] and p["position_consistent"] is False
 
 
 async def test_real_vllm_as_judge_gives_parse_failures_not_verdicts(vllm_pair, gateway_factory, redis_srv,

@@ -156,3 +156,23 @@ def test_pinned_category_is_routed_to_stable(backend_factory, gateway_factory, r
         return r.headers["x-cliffguard-version"]
     assert version(PROMPTS["math"]) == "v1"  # pinned to stable
     assert version(PROMPTS["coding"]) == "v2"  # the candidate keeps the other categories
+
+
+def test_a_label_late_for_a_pinned_alias_goes_to_stable(backend_factory, gateway_factory, redis_srv, key_prefix):
+    # fail closed: a request whose category is not known in time may be of the pinned category
+    gw = gateway_factory(fake_pair(backend_factory),
+                         [{"name": "bot", "stable": "v1", "candidate": "v2", "weight_pct": 100}],
+                         classifier={"pin_wait_ms": 0})
+    raw = redis_sync.Redis.from_url(redis_srv.url)
+    state = json.loads(raw.hget(f"{key_prefix}:aliases", "bot"))
+    raw.hset(f"{key_prefix}:aliases", "bot", json.dumps({**state, "pinned_categories": ["math"]}))
+    raw.incr(f"{key_prefix}:rev")
+    time.sleep(0.5)
+    before = scrape(gw.url, "cliffguard_pinned_to_stable_total", alias="bot", reason="label_late")
+    late = httpx.post(f"{gw.url}/v1/chat/completions",
+                      json={"model": "bot", "messages": [{"role": "user", "content": PROMPTS["coding"] + " (late)"}]})
+    assert late.headers["x-cliffguard-version"] == "v1"
+    assert scrape(gw.url, "cliffguard_pinned_to_stable_total", alias="bot", reason="label_late") - before == 1
+    labelled = httpx.post(f"{gw.url}/v1/chat/completions", headers={"x-cliffguard-category": "coding"},
+                          json={"model": "bot", "messages": [{"role": "user", "content": "anything"}]})
+    assert labelled.headers["x-cliffguard-version"] == "v2"  # known at once: not pinned, stays on candidate

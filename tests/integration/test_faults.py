@@ -3,6 +3,7 @@ and cancelled upstream requests when the client leaves."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -10,7 +11,9 @@ import time
 import httpx
 import openai
 import pytest
+import redis as redis_sync
 
+from monitoring import guards
 from tests.support.metrics import scrape
 from tests.support.servers import free_port
 
@@ -54,6 +57,37 @@ def test_candidate_500_before_first_byte_falls_back(backend_factory, gateway_fac
     assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices).startswith("hello")
     assert len(cand.record.requests) == 1 and len(stable.record.requests) == 1
     assert fallbacks(gw, "http_5xx") - before == 1
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_candidate_404_for_its_model_falls_back_and_counts_as_its_error(backend_factory, gateway_factory,
+                                                                        redis_srv, key_prefix, stream):
+    # the candidate's LoRA adapter vanished after a vLLM restart: vLLM answers 404 "model does not exist"
+    stable, cand, gw = setup(backend_factory, gateway_factory)
+    cand.script.model = "ft-reloaded"
+    before = fallbacks(gw, "http_4xx")
+    r = httpx.post(f"{gw.url}/v1/chat/completions", json={"model": "bot", "messages": MSG, "stream": stream})
+    assert r.status_code == 200 and r.headers["x-cliffguard-version"] == "v1" and "hello" in r.text
+    assert len(cand.record.requests) == 1 and len(stable.record.requests) == 1
+    assert fallbacks(gw, "http_4xx") - before == 1
+    assert guard_errors(redis_srv, key_prefix, "v2") == 1
+
+
+def test_a_request_both_versions_refuse_is_not_the_candidates_error(backend_factory, gateway_factory,
+                                                                   redis_srv, key_prefix):
+    stable, cand, gw = setup(backend_factory, gateway_factory, status=400)
+    stable.script.status = 400  # e.g. a parameter neither version accepts: the client's fault
+    r = httpx.post(f"{gw.url}/v1/chat/completions", json={"model": "bot", "messages": MSG})
+    assert r.status_code == 400 and r.headers["x-cliffguard-version"] == "v1"  # stable's answer, verbatim
+    assert guard_errors(redis_srv, key_prefix, "v2") == 0
+
+
+def guard_errors(redis_srv, prefix: str, version: str) -> int:
+    """The candidate errors the guards will compare, once the gateway has flushed its counters."""
+    raw = redis_sync.Redis.from_url(redis_srv.url)
+    rollout = json.loads(raw.hget(f"{prefix}:aliases", "bot"))["rollout_id"]
+    time.sleep(1.3)  # counters are flushed every second, in the background
+    return int(raw.hget(guards.key(prefix, "bot", rollout), f"{version}:errors") or 0)
 
 
 def test_candidate_timeout_before_first_byte_falls_back(backend_factory, gateway_factory):

@@ -18,6 +18,7 @@ from judges.config import JudgingConfig
 from judges.queue import GROUP, JudgeQueue
 from judges.records import Sample
 from judges.worker import JudgeWorker
+from monitoring import guards
 from monitoring import metrics as m
 from router.live_state import LiveState
 from router.store import StateStore, connect
@@ -57,7 +58,7 @@ class Rig:
         with httpx.Client(base_url=self.gw.url, timeout=20) as h:
             for i in range(n):
                 body = {"model": "bot", "temperature": 0.3, "max_tokens": 20, "stream": i % stream_every == 1,
-                        "messages": [{"role": "user", "content": f"{MSG} (#{i})"}], **extra.pop("body", {})}
+                        "messages": [{"role": "user", "content": f"{MSG} (#{i})"}], **extra.get("body", {})}
                 # the header layer labels them, so these tests do not depend on the model's view of "(#i)"
                 headers = {"x-cliffguard-category": "knowledge", **extra.get("headers", {})}
                 out.append(h.post("/v1/chat/completions", json=body, headers=headers))
@@ -154,6 +155,46 @@ async def test_shadow_answers_and_verdicts_in_both_orders(rig):
     shown = await invoke(["judgments", "show", pairs[0]["request_id"]], {**env, "COLUMNS": "150"})
     assert shown.exit_code == 0 and "candidate wins" in shown.stdout and "stable (v1)" in shown.stdout
     assert (await invoke(["judgments", "show", "nope"], env)).exit_code == 1
+
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}}}}]
+
+
+async def test_tool_call_answers_are_sampled_and_judged_with_their_calls(rig):
+    r = rig(judge_mode="prefer:[tool call] get_weather", weight=100.0)
+    r.cand.script.tool_call = ("get_weather", '{"city": "Oslo"}')  # the candidate answers with a call, no text
+    assert all(x.status_code == 200 for x in r.ask(4, body={"tools": TOOLS}))  # plain and streamed
+    await r.work_until(lambda w: w.stats.judged >= 4)
+    assert (await stats(r))["knowledge"] == {"n": 4, "wins": 4}  # never judged as an empty answer
+    regenerated = [b for b in r.stable.record.requests if not b.get("stream")]
+    assert len(regenerated) >= 4 and all(b["tools"] == TOOLS for b in regenerated)
+    assert len(r.judge.calls) == 8
+    assert all('[tool call] get_weather({"city": "Oslo"})' in c[1]["content"] for c in r.judge.calls)
+
+
+async def test_identical_answers_are_ties_without_a_judge_call(rig):
+    r = rig(weight=0.0)
+    r.cand.script.text = r.stable.script.text
+    r.ask(3)
+    await r.work_until(lambda w: w.stats.judged >= 3)
+    assert (await stats(r))["knowledge"] == {"n": 3, "ties": 3}
+    assert r.judge.calls == []
+
+
+async def test_a_candidate_that_cannot_answer_loses_the_pair_and_counts_as_an_error(rig):
+    r = rig(weight=0.0)
+    r.cand.script.model = "ft-reloaded"  # its adapter `ft` is gone: 404 model not found, as vLLM answers
+    r.ask(3)
+    await r.work_until(lambda w: w.stats.judged >= 3)
+    assert (await stats(r))["knowledge"] == {"n": 3, "losses": 3}  # not dead-lettered: evidence
+    assert r.judge.calls == []
+    client, _, _ = r.state()
+    rollout = json.loads(await client.hget(f"{r.prefix}:aliases", "bot"))["rollout_id"]
+    counts = guards.readings({k.decode(): v for k, v in (await client.hgetall(
+        guards.key(r.prefix, "bot", rollout))).items()}, "v1", "v2")
+    await client.aclose()
+    assert counts["error_rate"].candidate == 1.0 and counts["error_rate"].candidate_requests == 3
 
 
 async def test_position_bias_and_explicit_ties_count_as_ties(rig):

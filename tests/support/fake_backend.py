@@ -27,6 +27,7 @@ class Script:
     fail_after_chunks: int | None = None  # drop the connection mid-stream
     fail_every: int = 0  # answer 500 to every Nth request (an unreliable candidate)
     chunks: int = 5
+    tool_call: tuple[str, str] | None = None  # (name, arguments): answer with a tool call and no text
 
 
 @dataclass
@@ -78,7 +79,12 @@ class FakeBackend:
         if not body.get("stream"):
             self.record.completed += 1
             text = "".join(words)
-            choice = ({"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if s.tool_call:
+                message = {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "call-1", "type": "function", "function": {"name": s.tool_call[0],
+                                                                     "arguments": s.tool_call[1]}}]}
+            choice = ({"index": 0, "message": message, "finish_reason": "tool_calls" if s.tool_call else "stop"}
                       if chat else {"index": 0, "text": text, "finish_reason": "stop"})
             return JSONResponse({"id": rid, "object": "chat.completion" if chat else "text_completion",
                                  "created": int(time.time()), "model": s.model, "choices": [choice],
@@ -98,6 +104,14 @@ class FakeBackend:
         try:
             if chat:
                 yield event([{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}])
+            if chat and s.tool_call:  # the name first, then the arguments in two pieces, as vLLM streams them
+                name, args = s.tool_call
+                yield event([{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call-1", "type": "function",
+                                                                     "function": {"name": name, "arguments": ""}}]}}])
+                for piece in (args[: len(args) // 2], args[len(args) // 2:]):
+                    yield event([{"index": 0, "delta": {"tool_calls": [{"index": 0,
+                                                                         "function": {"arguments": piece}}]}}])
+                words = []
             for i, w in enumerate(words):
                 if s.fail_after_chunks is not None and i >= s.fail_after_chunks:
                     raise ConnectionAbortedError("scripted mid-stream failure")

@@ -3,8 +3,10 @@ import math
 import orjson
 import pytest
 
+from judges import answers
+from judges.answers import Answer, ToolCall
 from judges.prompts import pairwise_messages, question_text
-from judges.records import answer_from_body, answer_from_sse, generation_params
+from judges.records import PairResult, Sample, generation_params
 from judges.sampling import Sampler, SamplingConfig, make_redactor, unit_hash
 from judges.verdicts import ParseFailure, Verdict, combine, parse_pairwise, parse_rating
 
@@ -75,15 +77,50 @@ def _upper(text: str) -> str:  # a redaction hook, referenced by name in the con
 
 def test_answers_from_bodies_and_streams():
     body = orjson.dumps({"choices": [{"message": {"content": "hi there"}}]})
-    assert answer_from_body(body, "chat") == "hi there"
-    assert answer_from_body(b"{}", "chat") is None
+    assert answers.from_body(body, "chat") == Answer(text="hi there")
+    assert answers.from_body(b"{}", "chat") is None
     sse = [b'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n',
            b'data: {"choices":[{"index":0,"delta":{"content":"hel"}}]}\n\ndata: {"choices":[{"index":0,',
            b'"delta":{"content":"lo"}}]}\n\ndata: [DONE]\n\n']
-    assert answer_from_sse(sse, "chat") == "hello"
-    assert answer_from_sse([b'data: {"choices":[{"index":0,"text":"ok"}]}\n\n'], "completions") == "ok"
+    assert answers.from_sse(sse, "chat") == Answer(text="hello")
+    assert answers.from_sse([b'data: {"choices":[{"index":0,"text":"ok"}]}\n\n'], "completions") == Answer(text="ok")
     assert generation_params({"model": "m", "messages": [], "temperature": 0.2, "stream": True,
                               "max_tokens": 9}) == {"temperature": 0.2, "max_tokens": 9}
+
+
+TOOL_MESSAGE = {"role": "assistant", "content": None, "tool_calls": [
+    {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Oslo"}'}}]}
+
+
+def test_tool_call_answers_are_answers_not_empty():
+    body = orjson.dumps({"choices": [{"index": 0, "message": TOOL_MESSAGE, "finish_reason": "tool_calls"}]})
+    a = answers.from_body(body, "chat")
+    assert a == Answer(text="", tool_calls=[ToolCall(name="get_weather", arguments='{"city": "Oslo"}')])
+    assert not a.empty and a.render() == '[tool call] get_weather({"city": "Oslo"})'
+    # streamed: the name once, the arguments in pieces, merged by index (two calls)
+    events = [{"role": "assistant", "content": None},
+              {"tool_calls": [{"index": 0, "id": "c1", "type": "function",
+                               "function": {"name": "get_weather", "arguments": ""}}]},
+              {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]},
+              {"tool_calls": [{"index": 0, "function": {"arguments": '"Oslo"}'}}]},
+              {"tool_calls": [{"index": 1, "id": "c2", "type": "function",
+                               "function": {"name": "get_time", "arguments": "{}"}}]}]
+    sse = [b"data: " + orjson.dumps({"choices": [{"index": 0, "delta": d}]}) + b"\n\n" for d in events]
+    streamed = answers.from_sse([*sse, b"data: [DONE]\n\n"], "chat")
+    assert streamed is not None and [c.name for c in streamed.tool_calls] == ["get_weather", "get_time"]
+    assert streamed.same_as(a.model_copy(update={"tool_calls": [*a.tool_calls, ToolCall(name="get_time",
+                                                                                          arguments="{ }")]}))
+    assert not streamed.same_as(a)
+    assert Answer(text=" the same\n words ").same_as(Answer(text="the same words"))
+
+
+def test_records_written_before_tool_calls_still_load():
+    old = {"request_id": "r", "alias": "a", "rollout_id": "x", "category": "math", "endpoint": "chat",
+           "served_version": "v1", "served_arm": "stable", "stable": "v1", "candidate": "v2", "answer": "42", "ts": 1.0}
+    assert Sample.model_validate(old).answer == Answer(text="42")
+    pair = PairResult.model_validate({**old, "mode": "pairwise", "question": "q", "stable_answer": "a",
+                                      "candidate_answer": None, "judge_model": "j"})
+    assert pair.stable_answer == Answer(text="a") and pair.decided_by == "judge"
 
 
 def test_prompts_have_strict_verdict_format_and_reference_variant():
