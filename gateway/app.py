@@ -21,6 +21,7 @@ from gateway.health import readiness
 from gateway.proxy.handler import Message, ProxyHandler, Receive, Scope, Send
 from gateway.proxy.request import CHAT, COMPLETIONS
 from monitoring import metrics
+from monitoring.rollout_metrics import RolloutCollector
 
 log = logging.getLogger("cliffguard.app")
 
@@ -92,6 +93,7 @@ class GatewayApp:
 
 def _web_app(ctx: GatewayContext) -> Starlette:
     started = time.time()
+    rollout_metrics = RolloutCollector(ctx.state, ctx.analyses)
 
     async def models(request: Request) -> Response:
         if ctx.auth.client(request.headers.get("authorization")) is None:
@@ -109,7 +111,7 @@ def _web_app(ctx: GatewayContext) -> Starlette:
         return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
     async def prometheus(request: Request) -> Response:
-        payload, content_type = metrics.render()
+        payload, content_type = metrics.render(rollout_metrics)
         return Response(payload, media_type=content_type)
 
     async def not_found(request: Request, exc: Exception) -> Response:

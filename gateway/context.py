@@ -22,6 +22,8 @@ from monitoring import metrics as m
 from monitoring.controller import Controller
 from monitoring.guards import GuardCounters
 from monitoring.notify import Notifier
+from monitoring.rollout_metrics import AnalysisMirror
+from monitoring.rollouts import Rollouts
 from router.classify import RequestClassifier
 from router.live_state import LiveState
 from router.state import RoutingSnapshot
@@ -53,12 +55,13 @@ def _count_flush(appended: int, refused: int) -> None:
         m.SAMPLES_DROPPED.labels("budget").inc(refused)
 
 
-def build_controller(settings: Settings, store: StateStore) -> Controller | None:
+def build_controller(settings: Settings, store: StateStore, categories: list[str],
+                     notifier: Notifier) -> Controller | None:
     c = settings.controller
     if not c.enabled:
         return None
     queue = JudgeQueue(store.redis, settings.key_prefix, settings.judging.stream_maxlen)
-    return Controller(c, store, queue.stats, Notifier(c.webhooks))
+    return Controller(c, store, queue, categories, notifier)
 
 
 @dataclass
@@ -70,6 +73,8 @@ class GatewayContext:
     auth: Authenticator
     classifier: RequestClassifier
     sampler: RequestSampler | None
+    rollouts: Rollouts
+    analyses: AnalysisMirror
     controller: Controller | None = None
     guards: GuardCounters | None = None
     embedded: EmbeddedRedis | None = None
@@ -91,9 +96,13 @@ class GatewayContext:
                           on_redis_status=lambda ok: m.REDIS_UP.set(1 if ok else 0))
         await state.start(seed=declared)
         classifier = build_classifier(settings.classifier)
+        notifier = Notifier(settings.controller.webhooks)
+        analyses = AnalysisMirror(store)
+        analyses.start()
         ctx = cls(settings, store, state, Backends(settings.timeouts, settings.limits),
                   Authenticator(settings.auth), classifier, build_sampler(settings, store),
-                  build_controller(settings, store), embedded=embedded)
+                  Rollouts(store, notifier), analyses,
+                  build_controller(settings, store, list(classifier.taxonomy.names), notifier), embedded=embedded)
         ctx.guards = GuardCounters(store.redis, settings.key_prefix)
         ctx.guards.start()
         if ctx.controller is not None:  # every replica runs it; only the elected leader acts
@@ -106,6 +115,7 @@ class GatewayContext:
             await asyncio.gather(self._controller_task, return_exceptions=True)
         if self.guards:
             await self.guards.stop()
+        await self.analyses.stop()
         if self.sampler:
             await self.sampler.sink.stop()
         if self.classifier.service:

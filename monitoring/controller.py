@@ -19,17 +19,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 
+from judges.queue import JudgeQueue
 from monitoring import guards
 from monitoring import metrics as m
-from monitoring.decision import Action, Decision, Evidence, Phase, Progress, category_alpha, decide
+from monitoring.analysis import RolloutAnalysis, analyse_rollout
+from monitoring.decision import Action, Decision, Progress, decide
 from monitoring.notify import Notifier
 from monitoring.policy import ControllerConfig, RolloutPolicy
-from monitoring.sequential import CategoryStats, Counts, analyse
+from monitoring.rollouts import Rollouts
+from router import rollout
 from router.registry import reconcile
-from router.state import BP_MAX, AliasState
-from router.store import StateStore, event_fields
+from router.rollout import Context, Refused
+from router.state import AliasState, RoutingSnapshot, VersionRecord
+from router.store import Fence, Fenced, StateStore
 
 log = logging.getLogger("cliffguard.controller")
 
@@ -41,14 +45,15 @@ return 0
 
 
 class Controller:
-    def __init__(self, cfg: ControllerConfig, store: StateStore, stats: Callable[[str, str], Any],
+    def __init__(self, cfg: ControllerConfig, store: StateStore, queue: JudgeQueue, categories: list[str],
                  notifier: Notifier | None = None, clock: Callable[[], float] = time.time,
                  instance: str | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.redis: Any = store.redis
-        self.stats = stats  # (alias, rollout_id) -> awaitable {category: {n, wins, ties, losses, ...}}
-        self.notifier = notifier
+        self.queue = queue  # the judged pairs' counts per rollout
+        self.categories = categories  # the configured taxonomy: the rollback test's budget is split over it
+        self.rollouts = Rollouts(store, notifier)
         self.clock = clock
         self.instance = instance or f"{socket.gethostname()}-{os.getpid()}"
         self.k_leader = f"{store.prefix}:controller:leader"
@@ -89,6 +94,9 @@ class Controller:
             except (RedisError, OSError) as e:
                 log.warning("controller: redis unavailable (%s)", e)
                 self.epoch = None
+            except Fenced:  # a successor took over while we were paused: we no longer lead
+                log.warning("controller %s was fenced off", self.instance)
+                self.epoch = None
             except Exception:  # a bug in one evaluation must not stop rollouts from being watched
                 log.exception("controller evaluation failed")
             with contextlib.suppress(TimeoutError):
@@ -101,166 +109,87 @@ class Controller:
         self._stopping.set()
 
     async def housekeeping(self) -> tuple[list[str], list[str]]:
-        """Retire versions nobody uses, un-retire used ones, prune those past retention."""
+        """Retire versions nobody uses, un-retire used ones, prune those past retention: decided on a
+        consistent view of versions and aliases and written in the same fenced transaction."""
         self._last_housekeeping = now = self.clock()
-        update, prune = reconcile(await self.store.load(), now, self.cfg.retention_days)
-        if update:
-            await self.store.write(versions=update, event={
-                "type": "versions_retention", "actor": f"controller:{self.instance}",
-                "retired": [v.name for v in update if v.retired_at], "restored": [v.name for v in update
-                                                                                  if not v.retired_at]})
+        actor = f"controller:{self.instance}"
+
+        def mutate(snap: RoutingSnapshot) -> tuple[list[VersionRecord], list[str], dict[str, Any] | None]:
+            update, prune = reconcile(snap, now, self.cfg.retention_days)
+            event = {"type": "versions_retention", "actor": actor, "retention_days": self.cfg.retention_days,
+                     "retired": [v.name for v in update if v.retired_at],
+                     "restored": [v.name for v in update if not v.retired_at], "pruned": prune}
+            return update, prune, event
+
+        update, prune = await self.store.update_versions(mutate, self._fence())
         if prune:
-            await self.store.remove_versions(prune, {"type": "versions_pruned", "actor": f"controller:{self.instance}",
-                                                     "versions": prune, "retention_days": self.cfg.retention_days})
             log.info("pruned versions past retention: %s", ", ".join(prune))
         return [v.name for v in update], prune
+
+    def _fence(self) -> Fence:
+        return Fence(self.k_epoch, self.epoch if self.epoch is not None else -1)
 
     # -- evaluation --------------------------------------------------------------------------------
 
     async def evaluate_all(self) -> list[Decision]:
+        """Analyse every alias with a candidate (managed or set by hand), store the analyses for every view
+        to read, and act on the managed rollouts."""
         snap = await self.store.load()
         out = []
         for alias in snap.aliases.values():
-            if alias.candidate and alias.phase in (Phase.SHADOW, Phase.CANARY, Phase.INCONCLUSIVE):
-                out.append(await self.evaluate(alias))
-            _export_alias(alias)
+            if not alias.candidate:
+                continue
+            analysis, decision = await self.evaluate(alias)
+            await self.store.write_analysis(alias.name, analysis.model_dump_json().encode())
+            out.append(decision)
+        if any(d.action != Action.NONE for d in out):
+            snap = await self.store.load()  # a rollout that just ended leaves nothing to show or alert on
+        await self.store.drop_analyses({a.name for a in snap.aliases.values() if a.candidate})
         return out
 
-    async def evaluate(self, alias: AliasState) -> Decision:
+    async def evaluate(self, alias: AliasState) -> tuple[RolloutAnalysis, Decision]:
         policy = self.policy(alias.name)
-        counts, analysed = analyse_rollout(policy, await self.stats(alias.name, alias.rollout_id))
-        for c, st in analysed.items():
-            _export_category(alias.name, c, counts[c], st)
-            m.CATEGORY_TOLERANCE.labels(alias.name, c).set(policy.category(c).tolerance)
-        evidence = {c: Evidence(st.n, st.rejected, st.cleared) for c, st in analysed.items()}
-        progress = Progress(Phase(alias.phase), alias.stage, alias.stage_started_at, alias.pairs_at_stage_start,
-                            tuple(alias.pinned_categories))
-        raw_guards = await self.redis.hgetall(guards.key(self.store.prefix, alias.name, alias.rollout_id))
-        readings = guards.readings({k.decode() if isinstance(k, bytes) else k: v for k, v in raw_guards.items()},
-                                   alias.stable, alias.candidate or "")
-        decision = decide(policy, progress, evidence, self.clock(), readings)
-        if decision.action != Action.NONE:
-            await self.apply(alias, policy, decision, analysed, sum(k.n for k in counts.values()))
-        return decision
-
-    async def apply(self, alias: AliasState, policy: RolloutPolicy, d: Decision,
-                    analysed: dict[str, CategoryStats], total_pairs: int) -> None:
+        stats = await self.queue.stats(alias.name, alias.rollout_id)
+        guard_hash = await self.redis.hgetall(guards.key(self.store.prefix, alias.name, alias.rollout_id))
         now = self.clock()
+        # the statistics leave the event loop (the gateway's proxy runs on it); unchanged counts are cached
+        analysis = await asyncio.to_thread(analyse_rollout, policy, self.categories, alias, stats, guard_hash, now)
+        progress = Progress(alias.phase, alias.stage, alias.stage_started_at, alias.pairs_at_stage_start,
+                            tuple(alias.pinned_categories))
+        decision = decide(policy, progress, analysis.evidence(), now, analysis.guards)
+        analysis.decision = decision.reason if decision.action == Action.NONE else \
+            f"{decision.action.value}: {decision.reason}"
+        if decision.action != Action.NONE:
+            await self.act(alias, policy, decision, analysis)
+        return analysis, decision
 
-        def mutate(a: AliasState) -> AliasState:
-            if a.rollout_id != alias.rollout_id or a.phase != alias.phase or a.stage != alias.stage:
-                raise _Stale  # someone (an operator, another leader) changed it since we looked
-            return transition(a, policy, d, now, total_pairs)
-
-        numbers = {c: {"n": s.n, "estimate": round(s.estimate, 4), "lower": round(s.lower, 4),
-                       "upper": round(s.upper, 4), "log_evalue": round(s.log_evalue, 3),
-                       "threshold": round(s.threshold, 3), "tolerance": policy.category(c).tolerance,
-                       "rejected": s.rejected, "cleared": s.cleared} for c, s in analysed.items()}
-        event = {"type": f"controller_{d.action.value}", "actor": f"controller:{self.instance}",
-                 "reason": d.reason, "category": d.category, "epoch": self.epoch, "categories": numbers,
+    async def act(self, alias: AliasState, policy: RolloutPolicy, d: Decision, analysis: RolloutAnalysis) -> None:
+        ctx = Context(now=self.clock(), stage_weights=[s.weight_pct for s in policy.stages],
+                      pairs_total=analysis.pairs_total, categories=self.categories)
+        transitions: dict[Action, Callable[[AliasState], rollout.Result]] = {
+            Action.PROMOTE: lambda a: rollout.advance(a, ctx),
+            Action.COMPLETE: lambda a: rollout.complete(a, ctx),
+            Action.ROLLBACK: lambda a: rollout.rollback(a, ctx),
+            Action.PIN: lambda a: rollout.pin(a, d.category or "", ctx),
+            Action.INCONCLUSIVE: lambda a: rollout.mark_inconclusive(a, ctx),
+        }
+        numbers = {c: {k: getattr(r, k) for k in ("n", "wins", "ties", "losses", "estimate", "lower", "upper",
+                                                  "log_evalue", "threshold", "tolerance", "gate_margin", "rejected",
+                                                  "cleared")} for c, r in analysis.categories.items()}
+        extra = {"decision": d.action.value, "category": d.category, "epoch": self.epoch, "categories": numbers,
+                 "guards": {n: r.detail for n, r in analysis.guards.items()},
                  **({"details": d.details} if d.details else {})}
         try:
-            before, after = await self._fenced_update(alias.name, mutate, event)
-        except _Stale:
-            log.info("%s changed while being evaluated; re-evaluating next round", alias.name)
+            await self.rollouts.apply(alias.name, transitions[d.action], actor=f"controller:{self.instance}",
+                                      by="controller", reason=d.reason, expected_revision=alias.revision,
+                                      extra=extra, fence=self._fence())
+        except (Refused, Fenced) as e:  # an operator or another leader changed it since we looked
+            log.info("%s: %s not applied (%s); re-evaluating next round", alias.name, d.action.value, e)
             return
         m.CONTROLLER_DECISIONS.labels(alias.name, d.action.value).inc()
         if "guard" in d.details:
             m.GUARD_TRIPS.labels(alias.name, str(d.details["guard"])).inc()
-        m.CONTROLLER_LAST_DECISION.labels(alias.name).set(now)
-        _export_alias(after)
+        m.CONTROLLER_LAST_DECISION.labels(alias.name).set(self.clock())
         log.warning("%s: %s (%s)", alias.name, d.action.value, d.reason)
-        if self.notifier:
-            self.notifier.send({**event, "alias": alias.name, "before": before.model_dump(),
-                                "after": after.model_dump(), "ts": now})
-
-    async def _fenced_update(self, name: str, mutate: Callable[[AliasState], AliasState],
-                             event: dict[str, Any]) -> tuple[AliasState, AliasState]:
-        """update_alias, but only while our fencing epoch is current (checked in the same transaction)."""
-        async with self.redis.pipeline(transaction=True) as pipe:
-            while True:
-                try:
-                    await pipe.watch(self.store.k_aliases, self.k_epoch)
-                    if self.epoch is None or int(await pipe.get(self.k_epoch) or 0) != self.epoch:
-                        raise _Stale
-                    raw = await pipe.hget(self.store.k_aliases, name)
-                    if raw is None:
-                        raise _Stale
-                    before = AliasState.model_validate_json(raw)
-                    after = mutate(before)
-                    pipe.multi()
-                    pipe.hset(self.store.k_aliases, name, after.model_dump_json())
-                    pipe.incr(self.store.k_rev)
-                    pipe.xadd(self.store.k_events, event_fields({**event, "alias": name, "before": before.model_dump(),
-                                                                   "after": after.model_dump()}),
-                              maxlen=100_000, approximate=True)
-                    await pipe.execute()
-                    return before, after
-                except WatchError:
-                    continue
 
 
-def analyse_rollout(policy: RolloutPolicy, raw: dict[str, dict[str, int]]
-                    ) -> tuple[dict[str, Counts], dict[str, CategoryStats]]:
-    """Per-category counts and statistics of a rollout, as the controller judges them."""
-    counts = {c: Counts(v.get("wins", 0), v.get("ties", 0), v.get("losses", 0)) for c, v in raw.items()
-              if v.get("n", 0)}
-    alpha = category_alpha(policy, list(counts))
-    return counts, {c: analyse(k, policy.category(c).tolerance, alpha, policy.design_effect)
-                    for c, k in counts.items()}
-
-
-class _Stale(Exception):
-    pass
-
-
-def transition(a: AliasState, policy: RolloutPolicy, d: Decision, now: float, total_pairs: int) -> AliasState:
-    """The alias after a decision. Pure."""
-    upd: dict[str, Any] = {"updated_at": now}
-    if d.action == Action.PROMOTE:
-        stage = a.stage + 1
-        upd |= {"phase": Phase.CANARY.value, "stage": stage, "stage_started_at": now,
-                "pairs_at_stage_start": total_pairs,
-                "weight_bp": round(policy.stages[stage].weight_pct * BP_MAX / 100)}
-    elif d.action == Action.COMPLETE:
-        upd |= {"phase": Phase.PROMOTED.value, "previous_stable": a.stable, "stable": a.candidate,
-                "candidate": None, "weight_bp": 0, "pinned_categories": []}
-    elif d.action == Action.ROLLBACK:
-        upd |= {"phase": Phase.ROLLED_BACK.value, "candidate": None, "weight_bp": 0, "pinned_categories": []}
-    elif d.action == Action.PIN and d.category:
-        upd |= {"pinned_categories": sorted({*a.pinned_categories, d.category})}
-    elif d.action == Action.INCONCLUSIVE:
-        upd |= {"phase": Phase.INCONCLUSIVE.value}
-    return a.model_copy(update=upd)
-
-
-def start_rollout(a: AliasState, candidate: str, policy: RolloutPolicy, now: float) -> AliasState:
-    """A managed rollout of `candidate` from the first stage. Pure."""
-    first = policy.stages[0]
-    fresh = a.with_split(candidate, round(first.weight_pct * BP_MAX / 100))
-    return fresh.model_copy(update={"phase": (Phase.SHADOW if first.weight_pct == 0 else Phase.CANARY).value,
-                                    "stage": 0, "stage_started_at": now, "pairs_at_stage_start": 0,
-                                    "pinned_categories": []})
-
-
-_PHASES = [p.value for p in Phase] + ["manual"]
-
-
-def _export_alias(a: AliasState) -> None:
-    for p in _PHASES:
-        m.ROLLOUT_PHASE.labels(a.name, p).set(1 if a.phase == p else 0)
-    m.ROLLOUT_STAGE.labels(a.name).set(a.stage)
-    m.ROLLOUT_WEIGHT.labels(a.name).set(a.effective_weight_bp() / BP_MAX)
-    m.ROLLOUT_PINNED.labels(a.name).set(len(a.pinned_categories))
-
-
-def _export_category(alias: str, cat: str, c: Counts, s: CategoryStats) -> None:
-    for name, v in (("wins", c.wins), ("ties", c.ties), ("losses", c.losses)):
-        m.CATEGORY_OUTCOMES.labels(alias, cat, name).set(v)
-    m.CATEGORY_PAIRS.labels(alias, cat).set(s.n)
-    m.CATEGORY_ESTIMATE.labels(alias, cat).set(s.estimate)
-    m.CATEGORY_LOWER.labels(alias, cat).set(s.lower)
-    m.CATEGORY_UPPER.labels(alias, cat).set(s.upper)
-    m.CATEGORY_STATISTIC.labels(alias, cat).set(s.log_evalue)
-    m.CATEGORY_THRESHOLD.labels(alias, cat).set(s.threshold)
-    m.CATEGORY_PAIRS_NEEDED.labels(alias, cat).set(s.pairs_needed if s.pairs_needed is not None else -1)

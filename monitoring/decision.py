@@ -3,25 +3,16 @@ simulator both call it, with the same inputs (phase, stage progress, per-categor
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
-from monitoring.policy import Guard, RolloutPolicy
+from monitoring.policy import RolloutPolicy
 from monitoring.sequential import split_alpha
+from router.state import Phase
 
-
-class Phase(StrEnum):
-    SHADOW = "shadow"  # stage 0 when its weight is 0: the candidate serves nobody, judged on shadow answers
-    CANARY = "canary"
-    INCONCLUSIVE = "inconclusive"  # a stage deadline passed undecided: hold the weight, alert
-    PAUSED = "paused"
-    PROMOTED = "promoted"
-    ROLLED_BACK = "rolled_back"
-    ABORTED = "aborted"
-
-    @property
-    def final(self) -> bool:
-        return self in (Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED)
+__all__ = ["Action", "Decision", "Evidence", "Phase", "Progress", "category_alpha", "decide"]
 
 
 class Action(StrEnum):
@@ -37,15 +28,17 @@ class Action(StrEnum):
 class Evidence:
     n: int
     rejected: bool  # worse than its tolerance, established
-    cleared: bool  # lower bound above -tolerance
+    cleared: bool  # the next stage's gate is met (lower bound above -margin)
 
 
-@dataclass(frozen=True)
-class GuardReading:
-    candidate: float
-    stable: float
-    candidate_requests: int
-    stable_requests: int
+class GuardVerdict(Protocol):
+    """A guard's comparison of candidate and stable (monitoring/guards.py)."""
+
+    @property
+    def tripped(self) -> bool: ...
+
+    @property
+    def detail(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -66,20 +59,14 @@ class Decision:
 
 
 def category_alpha(policy: RolloutPolicy, categories: list[str]) -> float:
-    """The error budget of each acting (non-muted) category."""
+    """The rollback test's error budget of each acting (non-muted) category: split over the configured
+    categories (not those that happen to have data), since any one of them rolls back alone."""
     return split_alpha(policy.alpha, len(policy.acting(categories)))
 
 
-def _guard_tripped(name: str, g: Guard | None, r: GuardReading | None) -> str | None:
-    if g is None or r is None or r.candidate_requests < g.min_requests or r.stable_requests < g.min_requests:
-        return None
-    limit = r.stable * g.ratio + g.slack
-    return f"{name} {r.candidate:.4g} > limit {limit:.4g} (stable {r.stable:.4g})" if r.candidate > limit else None
-
-
 def decide(policy: RolloutPolicy, progress: Progress, evidence: dict[str, Evidence], now: float,
-           guards: dict[str, GuardReading] | None = None) -> Decision:
-    if progress.phase.final or progress.phase == Phase.PAUSED:
+           guards: Mapping[str, GuardVerdict] | None = None) -> Decision:
+    if not progress.phase.deciding:
         return Decision(Action.NONE, f"{progress.phase.value}: nothing to decide")
     names = sorted(set(evidence) | {c for c, p in policy.categories.items() if p.must_have_data})
     acting = [c for c in policy.acting(names) if c not in progress.pinned]
@@ -92,10 +79,9 @@ def decide(policy: RolloutPolicy, progress: Progress, evidence: dict[str, Eviden
             return Decision(Action.PIN, f"category {cat} regressed past its tolerance: pinned to stable", cat)
         return Decision(Action.ROLLBACK, f"category {cat} regressed past its tolerance", cat)
 
-    for name, reading in (guards or {}).items():
-        tripped = _guard_tripped(name, getattr(policy.guards, name, None), reading)
-        if tripped:
-            return Decision(Action.ROLLBACK, f"guard tripped: {tripped}", details={"guard": name})
+    for name, g in (guards or {}).items():
+        if g.tripped:
+            return Decision(Action.ROLLBACK, f"guard tripped: {g.detail}", details={"guard": name})
 
     total = sum(e.n for e in evidence.values())
     elapsed = now - progress.stage_started_at
@@ -110,13 +96,13 @@ def decide(policy: RolloutPolicy, progress: Progress, evidence: dict[str, Eviden
         waiting.append(f"no data yet: {', '.join(missing)}")
     undecided = [c for c in acting if c in evidence and evidence[c].n > 0 and not evidence[c].cleared]
     if undecided:
-        waiting.append(f"not yet within tolerance: {', '.join(undecided)}")
+        waiting.append(f"gate not met yet: {', '.join(undecided)}")
     if not any(c in evidence and evidence[c].n > 0 for c in acting):
         waiting.append("no judged pairs yet")  # "every category cleared" must not hold vacuously
     if not waiting:
         last = progress.stage >= len(policy.stages) - 1
         return Decision(Action.COMPLETE if last else Action.PROMOTE,
-                        "every acting category within tolerance, minimums met")
+                        "every acting category met the next stage's gate, minimums met")
     if elapsed >= policy.stage_deadline_s and progress.phase != Phase.INCONCLUSIVE:
         return Decision(Action.INCONCLUSIVE, f"stage deadline passed undecided ({'; '.join(waiting)})")
     return Decision(Action.NONE, "; ".join(waiting))

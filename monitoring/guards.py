@@ -1,8 +1,13 @@
-"""Operational guard data: per rollout and version, requests, errors, empty answers and a TTFT histogram.
+"""Operational guards: per rollout and version, counts of requests, errors, empty answers, TTFT and latency
+histograms, and the requests the candidate served per category (its exposure).
 
-Gateways count in memory on the request path (a dict increment) and flush to Redis every second in the
-background (`GuardCounters`); the controller turns the sums into rates and a p95 (`readings`). Sums are
-added with HINCRBY, so any number of replicas contribute.
+Gateways and judge workers count in memory (a dict increment) and flush to Redis every second in the
+background (`GuardCounters`); sums are added with HINCRBY, so any number of processes contribute. The
+controller compares the versions (`evaluate`) with anytime-valid bounds on each rate, so a guard trips only
+on evidence: the candidate's rate is above stable's * ratio + slack even at the candidate's lower bound
+and stable's upper bound. The TTFT and latency guards compare, at every bucket edge, the share of
+requests slower than the edge (the error budget split over the edges): a candidate one bucket slower in
+its tail does not trip them, a real slowdown does.
 """
 
 from __future__ import annotations
@@ -10,15 +15,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from bisect import bisect_left
 from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from redis.exceptions import RedisError
 
-from monitoring.decision import GuardReading
+from monitoring.policy import Guard, Guards
+from monitoring.sequential import rate_bounds
 
 log = logging.getLogger("cliffguard.guards")
-TTFT_BUCKETS = (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, float("inf"))
+# bucket upper edges in seconds, 1.25x apart (2x-apart edges made a one-bucket difference look like a
+# 2x slowdown); the last bucket is everything slower
+TTFT_EDGES = tuple(round(0.01 * 1.25 ** i, 4) for i in range(38))  # 10 ms .. ~48 s
+LATENCY_EDGES = tuple(round(0.025 * 1.25 ** i, 4) for i in range(45))  # 25 ms .. ~5 min
 TTL_S = 7 * 86400
 
 
@@ -35,16 +48,22 @@ class GuardCounters:
         self._task: asyncio.Task[None] | None = None
 
     def record(self, alias: str, rollout_id: str, version: str, *, error: bool, empty: bool,
-               ttft_s: float | None) -> None:
+               ttft_s: float | None, latency_s: float | None = None, category: str | None = None) -> None:
+        """One request (or shadow generation) of `version`. `category` is given for requests the version
+        served to a user: the candidate's exposure."""
         k = key(self.prefix, alias, rollout_id)
-        self._pending[(k, version, "requests")] += 1
+        p = self._pending
+        p[(k, version, "requests")] += 1
         if error:
-            self._pending[(k, version, "errors")] += 1
+            p[(k, version, "errors")] += 1
         if empty:
-            self._pending[(k, version, "empty")] += 1
+            p[(k, version, "empty")] += 1
         if ttft_s is not None:
-            bucket = next(i for i, b in enumerate(TTFT_BUCKETS) if ttft_s <= b)
-            self._pending[(k, version, f"ttft{bucket}")] += 1
+            p[(k, version, f"ttft:{bisect_left(TTFT_EDGES, ttft_s)}")] += 1
+        if latency_s is not None:
+            p[(k, version, f"lat:{bisect_left(LATENCY_EDGES, latency_s)}")] += 1
+        if category is not None:
+            p[(k, version, f"cat:{category}")] += 1
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="cliffguard-guard-counters")
@@ -61,9 +80,10 @@ class GuardCounters:
             return
         batch, self._pending = self._pending, Counter()
         pipe = self.redis.pipeline(transaction=False)
-        for (k, version, field), n in batch.items():
-            pipe.hincrby(k, f"{version}:{field}", n)
+        for k in {k for k, _, _ in batch}:
             pipe.expire(k, TTL_S)
+        for (k, version, f), n in batch.items():
+            pipe.hincrby(k, f"{version}:{f}", n)
         try:
             await pipe.execute()
         except (RedisError, OSError):
@@ -80,36 +100,114 @@ class GuardCounters:
                 log.debug("guard counters not flushed: %s", e)
 
 
-def _p95(hist: dict[int, int]) -> float:
+@dataclass
+class VersionCounts:
+    requests: int = 0
+    errors: int = 0
+    empty: int = 0
+    ttft: dict[int, int] = field(default_factory=dict)  # bucket index -> count
+    latency: dict[int, int] = field(default_factory=dict)
+    served: dict[str, int] = field(default_factory=dict)  # category -> requests served to users
+
+
+def parse(raw: Mapping[Any, Any]) -> dict[str, VersionCounts]:
+    """From the Redis hash (`<version>:<field>` -> count) to counts per version."""
+    out: dict[str, VersionCounts] = {}
+    for f, v in raw.items():
+        name = f.decode() if isinstance(f, bytes) else str(f)
+        version, _, rest = name.partition(":")
+        c = out.setdefault(version, VersionCounts())
+        kind, _, arg = rest.partition(":")
+        n = int(v)
+        if kind in ("requests", "errors", "empty"):
+            setattr(c, kind, n)
+        elif kind == "ttft" and arg.isdigit():
+            c.ttft[int(arg)] = n
+        elif kind == "lat" and arg.isdigit():
+            c.latency[int(arg)] = n
+        elif kind == "cat":
+            c.served[arg] = n
+    return out
+
+
+@dataclass(frozen=True)
+class GuardResult:
+    name: str
+    tripped: bool
+    candidate: float  # the candidate's rate (at the most telling edge, for ttft and latency)
+    candidate_lower: float
+    stable: float
+    stable_upper: float
+    limit: float  # stable_upper * ratio + slack: what candidate_lower must exceed to trip
+    candidate_requests: int
+    stable_requests: int
+    edge_s: float | None = None  # for ttft and latency: "share of requests slower than edge_s"
+
+    @property
+    def detail(self) -> str:
+        what = f"share slower than {self.edge_s:g} s" if self.edge_s is not None else "rate"
+        return (f"{self.name}: candidate {what} {self.candidate:.4g} (lower bound {self.candidate_lower:.4g}) "
+                f"vs limit {self.limit:.4g} (stable {self.stable:.4g}, upper bound {self.stable_upper:.4g}; "
+                f"{self.candidate_requests} vs {self.stable_requests} requests)")
+
+
+def _compare(name: str, g: Guard, kc: Any, nc: Any, ks: Any, ns: Any, alpha: float,
+             edges: tuple[float, ...] | None = None) -> GuardResult | None:
+    """Rates k/n of the candidate and stable (arrays over edges for the tail guards)."""
+    kc, nc, ks, ns = (np.atleast_1d(np.asarray(x, dtype=np.int64)) for x in (kc, nc, ks, ns))
+    if not kc.size or int(nc.max()) < g.min_requests or int(ns.max()) < g.min_requests:
+        return None
+    per = alpha / kc.size  # Bonferroni over the edges compared
+    c_lo, _ = rate_bounds(kc, nc, per)
+    _, s_hi = rate_bounds(ks, ns, per)
+    limit = s_hi * g.ratio + g.slack
+    i = int(np.argmax(c_lo - limit))  # the most telling edge
+    return GuardResult(name, bool(c_lo[i] > limit[i]), float(kc[i] / nc[i]), float(c_lo[i]), float(ks[i] / ns[i]),
+                       float(s_hi[i]), float(limit[i]), int(nc[i]), int(ns[i]), edges[i] if edges else None)
+
+
+def _tail(hist_c: dict[int, int], hist_s: dict[int, int], edges: tuple[float, ...]
+          ) -> tuple[list[int], int, list[int], int, tuple[float, ...]]:
+    """Counts above each edge that both versions reached (edges below everyone's fastest say nothing)."""
+    nc, ns = sum(hist_c.values()), sum(hist_s.values())
+    above_c, above_s, kept = [], [], []
+    cum_c = cum_s = 0
+    for i, e in enumerate(edges):
+        cum_c += hist_c.get(i, 0)
+        cum_s += hist_s.get(i, 0)
+        if cum_c + cum_s == 0 or (cum_c == nc and cum_s == ns):
+            continue  # nobody faster than e, or everybody: no information at this edge
+        above_c.append(nc - cum_c)
+        above_s.append(ns - cum_s)
+        kept.append(e)
+    return above_c, nc, above_s, ns, tuple(kept)
+
+
+def evaluate(guards: Guards, counts: dict[str, VersionCounts], stable: str, candidate: str) -> dict[str, GuardResult]:
+    """Every active guard with enough data, candidate against stable."""
+    c, s = counts.get(candidate, VersionCounts()), counts.get(stable, VersionCounts())
+    out: dict[str, GuardResult] = {}
+    for name, g in guards.active().items():
+        if name in ("error_rate", "empty_rate"):
+            attr = "errors" if name == "error_rate" else "empty"
+            r = _compare(name, g, getattr(c, attr), c.requests, getattr(s, attr), s.requests, guards.alpha)
+        else:
+            hc, hs, edges = (c.ttft, s.ttft, TTFT_EDGES) if name == "ttft" else (c.latency, s.latency, LATENCY_EDGES)
+            kc, nc, ks, ns, kept = _tail(hc, hs, edges)
+            r = _compare(name, g, kc, [nc] * len(kc), ks, [ns] * len(ks), guards.alpha, kept) if kept else None
+        if r is not None:
+            out[name] = r
+    return out
+
+
+def quantile(hist: dict[int, int], edges: tuple[float, ...], q: float) -> float | None:
+    """A histogram's q-quantile, read as the upper edge of its bucket (for display)."""
     total = sum(hist.values())
     if not total:
-        return 0.0
+        return None
     seen = 0
-    for i, b in enumerate(TTFT_BUCKETS):
+    for i in range(len(edges) + 1):
         seen += hist.get(i, 0)
-        if seen >= 0.95 * total:
-            return b if b != float("inf") else TTFT_BUCKETS[-2]
-    return TTFT_BUCKETS[-2]
-
-
-def readings(raw: dict[str, str | int], stable: str, candidate: str) -> dict[str, GuardReading]:
-    """From the Redis hash to the guard readings the decision compares (candidate vs stable)."""
-    per: dict[str, dict[str, int]] = {}
-    for f, v in raw.items():
-        version, _, field = str(f).rpartition(":")
-        per.setdefault(version, {})[field] = int(v)
-    c, s = per.get(candidate, {}), per.get(stable, {})
-    cn, sn = c.get("requests", 0), s.get("requests", 0)
-
-    def rate(d: dict[str, int], field: str) -> float:
-        return d.get(field, 0) / d["requests"] if d.get("requests") else 0.0
-
-    def hist(d: dict[str, int]) -> dict[int, int]:
-        return {int(k[4:]): v for k, v in d.items() if k.startswith("ttft")}
-
-    out = {"error_rate": GuardReading(rate(c, "errors"), rate(s, "errors"), cn, sn),
-           "empty_rate": GuardReading(rate(c, "empty"), rate(s, "empty"), cn, sn)}
-    ch, sh = hist(c), hist(s)
-    if ch and sh:
-        out["ttft_p95_s"] = GuardReading(_p95(ch), _p95(sh), sum(ch.values()), sum(sh.values()))
-    return out
+        if seen >= q * total:
+            return edges[min(i, len(edges) - 1)]
+    return edges[-1]

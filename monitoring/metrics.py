@@ -8,6 +8,7 @@ names (aliases, versions), keeping cardinality bounded.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,6 +19,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
@@ -198,43 +201,39 @@ CONTROLLER_DECISIONS = Counter("cliffguard_controller_decisions_total",
 CONTROLLER_LAST_DECISION = Gauge("cliffguard_controller_last_decision_timestamp_seconds",
                                  "Time of the last controller action per alias.", ["alias"],
                                  multiprocess_mode="mostrecent")
-ROLLOUT_PHASE = Gauge("cliffguard_rollout_phase", "1 for the alias's current phase.", ["alias", "phase"],
-                      multiprocess_mode="mostrecent")
-ROLLOUT_STAGE = Gauge("cliffguard_rollout_stage", "Index of the current stage.", ["alias"],
-                      multiprocess_mode="mostrecent")
-ROLLOUT_WEIGHT = Gauge("cliffguard_rollout_weight_ratio", "Candidate weight set by the rollout (0..1).", ["alias"],
-                       multiprocess_mode="mostrecent")
-ROLLOUT_PINNED = Gauge("cliffguard_rollout_pinned_categories", "Categories pinned to stable.", ["alias"],
-                       multiprocess_mode="mostrecent")
-CATEGORY_PAIRS = Gauge("cliffguard_category_judged_pairs", "Judged pairs in the current rollout.",
-                       ["alias", "category"], multiprocess_mode="mostrecent")
-CATEGORY_OUTCOMES = Gauge("cliffguard_category_outcomes", "Wins, ties and losses of the candidate in the current "
-                          "rollout.", ["alias", "category", "outcome"], multiprocess_mode="mostrecent")
-CATEGORY_ESTIMATE = Gauge("cliffguard_category_estimate", "Observed P(win) - P(loss) of the candidate.",
-                          ["alias", "category"], multiprocess_mode="mostrecent")
-CATEGORY_LOWER = Gauge("cliffguard_category_lower_bound", "Anytime-valid lower confidence bound of the estimate.",
-                       ["alias", "category"], multiprocess_mode="mostrecent")
-CATEGORY_UPPER = Gauge("cliffguard_category_upper_bound", "Anytime-valid upper confidence bound of the estimate.",
-                       ["alias", "category"], multiprocess_mode="mostrecent")
-CATEGORY_STATISTIC = Gauge("cliffguard_category_test_statistic", "log e-value of 'worse than tolerated'.",
-                           ["alias", "category"], multiprocess_mode="mostrecent")
-CATEGORY_THRESHOLD = Gauge("cliffguard_category_test_threshold", "log(1/alpha_k): rollback at or above it.",
-                           ["alias", "category"], multiprocess_mode="mostrecent")
-CATEGORY_PAIRS_NEEDED = Gauge("cliffguard_category_pairs_needed", "Estimated further pairs to a decision (-1: decided "
-                              "or too close to call).", ["alias", "category"], multiprocess_mode="mostrecent")
-CATEGORY_TOLERANCE = Gauge("cliffguard_category_tolerance", "The category's tolerance (the regression line is "
-                           "minus this).", ["alias", "category"], multiprocess_mode="mostrecent")
+ROLLOUT_TRANSITIONS = Counter("cliffguard_rollout_transitions_total",
+                              "Rollout transitions by alias, transition (rollout_started, promoted, completed, "
+                              "rolled_back, aborted, paused, resumed, inconclusive, category_pinned, "
+                              "category_unpinned, split_set) and who made it (controller, operator).",
+                              ["alias", "transition", "by"])
+# The rollout's state and the controller's per-category analysis are exported on scrape from the live
+# state and the stored analysis (monitoring/rollout_metrics.py), so they vanish when a rollout ends and
+# its alerts resolve.
 GUARD_TRIPS = Counter("cliffguard_controller_guard_trips_total", "Rollbacks caused by an operational guard.",
                       ["alias", "guard"])
 WEBHOOKS = Counter("cliffguard_webhooks_total", "Webhook deliveries by result.", ["result"])
 
 
-def render() -> tuple[bytes, str]:
-    """The exposition text for the whole server (all worker processes in multiprocess mode)."""
+def render(*extra: Collector) -> tuple[bytes, str]:
+    """The exposition text for the whole server (all worker processes in multiprocess mode), plus the
+    `extra` collectors of this process (values computed on scrape)."""
+    registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    from prometheus_client import REGISTRY
+    else:
+        from prometheus_client import REGISTRY
 
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        registry.register(_Everything(REGISTRY))
+    for c in extra:
+        registry.register(c)
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _Everything(Collector):
+    """The process's default registry, inside a per-scrape registry (single-process mode)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        return self.registry.collect()

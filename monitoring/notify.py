@@ -13,21 +13,31 @@ import orjson
 from monitoring import metrics as m
 
 log = logging.getLogger("cliffguard.notify")
-_ICONS = {"controller_rollback": ":rotating_light:", "controller_pin_category": ":pushpin:",
-          "controller_promote": ":arrow_up:", "controller_complete": ":white_check_mark:",
-          "controller_inconclusive": ":hourglass:"}
+_ICONS = {"rolled_back": ":rotating_light:", "aborted": ":no_entry:", "category_pinned": ":pushpin:",
+          "promoted": ":arrow_up:", "completed": ":white_check_mark:", "inconclusive": ":hourglass:",
+          "paused": ":double_vertical_bar:"}
 
 
 def slack_text(event: dict[str, Any]) -> str:
-    action = event.get("type", "event").removeprefix("controller_").replace("_", " ")
+    kind = event.get("type", "event")
     after = event.get("after", {})
-    lines = [f"{_ICONS.get(event.get('type', ''), ':information_source:')} *{event.get('alias')}*: {action} - "
-             f"{event.get('reason', '')}",
+    who = "the controller" if event.get("by") == "controller" else event.get("actor", "?")
+    lines = [f"{_ICONS.get(kind, ':information_source:')} *{event.get('alias')}*: {kind.replace('_', ' ')} by "
+             f"{who} - {event.get('reason') or ''}",
              f"stable `{after.get('stable')}`, candidate `{after.get('candidate')}`, weight "
              f"{after.get('weight_bp', 0) / 100:g}%, phase {after.get('phase')}"]
-    for cat, s in sorted((event.get("categories") or {}).items()):
-        lines.append(f"- {cat}: estimate {s['estimate']:+.3f} [{s['lower']:+.3f}, {s['upper']:+.3f}], "
-                     f"n={s['n']}, tolerance {s['tolerance']}")
+    exposure = event.get("exposure") or {}
+    cat = event.get("category")
+    if cat and kind in ("rolled_back", "category_pinned"):
+        lines.append(f"{cat} regressed; {exposure.get(cat, 0)} {cat} requests were served by the candidate "
+                     f"before the {'rollback' if kind == 'rolled_back' else 'pin'} "
+                     f"({sum(exposure.values())} requests in all)")
+    elif exposure and kind in ("rolled_back", "aborted"):
+        what = "rollback" if kind == "rolled_back" else "abort"
+        lines.append(f"{sum(exposure.values())} requests were served by the candidate before the {what}")
+    for c, st in sorted((event.get("categories") or {}).items()):
+        lines.append(f"- {c}: estimate {st['estimate']:+.3f} [{st['lower']:+.3f}, {st['upper']:+.3f}], "
+                     f"n={st['n']}, tolerance {st['tolerance']}")
     return "\n".join(lines)
 
 

@@ -3,9 +3,10 @@ must-have-data), operational guards, and what to do on a regression."""
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class CategoryPolicy(BaseModel):
@@ -20,10 +21,15 @@ class Stage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     weight_pct: float = Field(ge=0, le=100)
+    margin: float | None = Field(
+        None, gt=0, lt=1, description="to enter this stage, every acting category must be shown (anytime-valid "
+        "lower bound) no worse than stable by more than this; default: from the stage's weight, first_margin "
+        "at 1% or less down to final_margin at 100%")
 
 
 class Guard(BaseModel):
-    """An operational limit relative to stable: trips when candidate > stable * ratio + slack."""
+    """An operational limit relative to stable, on a rate: trips when the candidate's rate is, with
+    confidence (anytime-valid bounds on both rates), above stable's rate * ratio + slack."""
 
     model_config = ConfigDict(extra="forbid")
     ratio: float = Field(1.5, ge=1)
@@ -32,10 +38,18 @@ class Guard(BaseModel):
 
 
 class Guards(BaseModel):
+    """Each guard compares rates of the two versions. `ttft` and `latency` compare, at every bucket edge of
+    their histograms, the share of requests slower than the edge."""
+
     model_config = ConfigDict(extra="forbid")
+    alpha: float = Field(0.01, gt=0, lt=1, description="chance of a false trip, per guard and rollout")
     error_rate: Guard | None = Field(default_factory=lambda: Guard(ratio=2.0, slack=0.01))
-    ttft_p95_s: Guard | None = Field(default_factory=lambda: Guard(ratio=1.5, slack=0.05))
     empty_rate: Guard | None = Field(default_factory=lambda: Guard(ratio=2.0, slack=0.02))
+    ttft: Guard | None = Field(default_factory=lambda: Guard(ratio=1.5, slack=0.02))
+    latency: Guard | None = Field(default_factory=lambda: Guard(ratio=2.0, slack=0.05))
+
+    def active(self) -> dict[str, Guard]:
+        return {n: g for n in ("error_rate", "empty_rate", "ttft", "latency") if (g := getattr(self, n)) is not None}
 
 
 DEFAULT_STAGES = [Stage(name="shadow", weight_pct=0), Stage(name="1%", weight_pct=1), Stage(name="5%", weight_pct=5),
@@ -49,8 +63,13 @@ class RolloutPolicy(BaseModel):
     min_bake_s: float = Field(300.0, ge=0, description="minimum time in each stage")
     min_pairs_per_stage: int = Field(100, ge=0, description="judged pairs (all categories) per stage")
     stage_deadline_s: float = Field(6 * 3600.0, gt=0, description="undecided past it: inconclusive, hold")
-    alpha: float = Field(0.05, gt=0, lt=1, description="chance of any false rollback, per rollout")
+    alpha: float = Field(0.05, gt=0, lt=1, description="chance of any false rollback, and of any false "
+                                                       "promotion, per rollout")
     design_effect: float = Field(-0.10, lt=0, description="the regression to catch fastest")
+    first_margin: float = Field(0.10, gt=0, lt=1, description="what a candidate must be shown to be no worse "
+                                                              "than before it serves 1% of traffic")
+    final_margin: float = Field(0.05, gt=0, lt=1, description="what it must be shown to be no worse than "
+                                                              "before it serves everyone and becomes stable")
     default_category: CategoryPolicy = Field(default_factory=CategoryPolicy)
     categories: dict[str, CategoryPolicy] = Field(default_factory=dict)
     on_regression: Literal["rollback", "pin_category"] = "rollback"
@@ -66,8 +85,35 @@ class RolloutPolicy(BaseModel):
             raise ValueError("stage weights must not decrease")
         return v
 
+    @model_validator(mode="after")
+    def _margins(self) -> RolloutPolicy:
+        if self.final_margin > self.first_margin:
+            raise ValueError("final_margin must not exceed first_margin")
+        margins = [self.stage_margin(i) for i in range(1, len(self.stages))]
+        if margins != sorted(margins, reverse=True):
+            raise ValueError("stage margins must not grow as the weight grows")
+        return self
+
     def category(self, name: str) -> CategoryPolicy:
         return self.categories.get(name, self.default_category)
+
+    def stage_margin(self, stage: int) -> float:
+        """What entering `stage` needs (stage == len(stages): completing, the candidate becomes stable).
+        Unless set, it falls from first_margin at 1% exposure or less to final_margin at 100%, linearly in
+        log(weight): the harm a stage can do is its weight times the regression not yet ruled out, and the
+        price of ruling out a margin grows as 1/margin**2, so loose early gates cost few pairs."""
+        if stage >= len(self.stages):
+            return min(self.final_margin, self.stage_margin(len(self.stages) - 1))
+        explicit = self.stages[stage].margin
+        if explicit is not None:
+            return explicit
+        w = max(self.stages[stage].weight_pct, 1.0)
+        frac = math.log(w) / math.log(100.0)  # 0 at 1%, 1 at 100%
+        return self.first_margin + frac * (self.final_margin - self.first_margin)
+
+    def gate_margin(self, stage: int, category: str) -> float:
+        """A category's gate is never stricter than its own tolerance."""
+        return max(self.stage_margin(stage), self.category(category).tolerance)
 
     def acting(self, names: list[str]) -> list[str]:
         return [n for n in names if not self.category(n).muted]

@@ -7,11 +7,35 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, Field
 
 BP_MAX = 10_000  # weights are in basis points: 10_000 = 100%
+
+
+class Phase(StrEnum):
+    """Where an alias's rollout is. The transitions between phases live in router/rollout.py."""
+
+    MANUAL = "manual"  # an operator set the split by hand; the controller analyses it but never acts
+    SHADOW = "shadow"  # a stage of weight 0: the candidate serves nobody, judged on shadow answers
+    CANARY = "canary"  # a stage with weight: the candidate serves a share of the traffic
+    INCONCLUSIVE = "inconclusive"  # a stage deadline passed undecided: the weight holds, evaluation goes on
+    PAUSED = "paused"  # an operator paused it: the weight holds, the controller waits
+    PROMOTED = "promoted"  # the candidate became stable
+    ROLLED_BACK = "rolled_back"
+    ABORTED = "aborted"
+
+    @property
+    def active(self) -> bool:
+        """A managed rollout in progress."""
+        return self in (Phase.SHADOW, Phase.CANARY, Phase.INCONCLUSIVE, Phase.PAUSED)
+
+    @property
+    def deciding(self) -> bool:
+        """The controller decides in these phases."""
+        return self in (Phase.SHADOW, Phase.CANARY, Phase.INCONCLUSIVE)
 
 
 class VersionRecord(BaseModel):
@@ -38,26 +62,36 @@ class AliasState(BaseModel):
     rollout_id: str = ""
     # capability categories routed to stable whatever the weight (the classifier decides before routing)
     pinned_categories: list[str] = Field(default_factory=list)
-    # the controller's view of the rollout; "manual" means an operator set the split and the controller
-    # leaves it alone (see monitoring.decision.Phase for the managed phases)
-    phase: str = "manual"
+    phase: Phase = Phase.MANUAL
     stage: int = 0
+    rollout_started_at: float = 0.0
     stage_started_at: float = 0.0
-    pairs_at_stage_start: int = 0
-    paused_from: str | None = None  # the phase to resume into
+    pairs_at_stage_start: int = 0  # judged pairs of the rollout when the stage began (its minimum counts from here)
+    paused_from: Phase | None = None  # the phase to resume into
+    paused_at: float | None = None
     previous_stable: str | None = None  # the stable before the last promotion or rollback-to
+    # bumped by every transition of this alias: an action states the revision it was decided on, and a
+    # stale or repeated one is refused (see router/rollout.py)
+    revision: int = 0
     updated_at: float = Field(default_factory=time.time)
 
     def effective_weight_bp(self) -> int:
         return self.weight_bp if self.candidate else 0
 
-    def with_split(self, candidate: str | None, weight_bp: int) -> AliasState:
+    def with_split(self, candidate: str | None, weight_bp: int, now: float | None = None) -> AliasState:
         """The same alias with a new candidate and/or weight. Keeps the rollout id while the candidate
         stays the same, so raising the weight only moves users from stable to candidate."""
+        now = time.time() if now is None else now
         same = candidate == self.candidate
-        rollout_id = self.rollout_id if same else (f"{candidate}@{time.time():.0f}" if candidate else "")
+        rollout_id = self.rollout_id if same else (f"{candidate}@{now:.0f}" if candidate else "")
         return self.model_copy(update={"candidate": candidate, "weight_bp": weight_bp if candidate else 0,
-                                       "rollout_id": rollout_id, "updated_at": time.time()})
+                                       "rollout_id": rollout_id, "updated_at": now})
+
+    def describe(self) -> str:
+        """What is live, in one line (for refusals and logs)."""
+        cand = f"candidate {self.candidate} at {self.effective_weight_bp() / 100:g}%" if self.candidate else \
+            "no candidate"
+        return f"stable {self.stable}, {cand}, phase {self.phase.value}, revision {self.revision}"
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from gateway.auth import Identity
 from gateway.context import GatewayContext
 from gateway.errors import GatewayError
-from router.operations import OperationRefused
+from router.rollout import Refused
 from router.state import AliasState
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -95,7 +95,7 @@ def endpoint(ctx: GatewayContext, limiter: RateLimiter, handler: Handler, need_a
                 raise GatewayError(429, "Too many admin requests; slow down.", "rate_limit_error", None,
                                    "rate_limited")
             result = await handler(request, ident)
-        except OperationRefused as e:
+        except Refused as e:
             return error_response(GatewayError(e.status, str(e), "invalid_request_error", None, e.code))
         except GatewayError as e:
             return error_response(e)

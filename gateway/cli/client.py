@@ -40,12 +40,20 @@ class AdminClient:
         result: dict[str, Any] = self.call("GET", "/admin/state")
         return result
 
+    def revision(self, alias: str) -> int | None:
+        """The alias's revision as live now: the state an operator's action is decided on."""
+        a = next((a for a in self.state()["aliases"] if a["name"] == alias), None)
+        return None if a is None else int(a["revision"])
+
     def alias_op(self, alias: str, op: str, **body: Any) -> dict[str, Any]:
+        """An operation carrying the revision it was decided on: refused (409) if the alias changed since."""
+        body = {"expected_revision": self.revision(alias), **body}
         result: dict[str, Any] = self.call("POST", f"/admin/aliases/{alias}/{op}",
                                            {k: v for k, v in body.items() if v is not None})
         return result
 
     def set_split(self, alias: str, candidate: str | None, weight_pct: float, reason: str | None) -> dict[str, Any]:
         result: dict[str, Any] = self.call("PUT", f"/admin/aliases/{alias}/split",
-                                           {"candidate": candidate, "weight_pct": weight_pct, "reason": reason})
+                                           {"candidate": candidate, "weight_pct": weight_pct, "reason": reason,
+                                            "expected_revision": self.revision(alias)})
         return result

@@ -94,11 +94,13 @@ def demo(
 
     result = asyncio.run(run_demo(parse_effects(regress), tolerance, rps, max_seconds, out))
     if result.get("phase") == "rolled_back":
-        ev = next(e for e in result["events"] if e["type"] == "controller_rollback")
+        ev = next(e for e in result["events"] if e["type"] == "rolled_back" and e.get("by") == "controller")
         s = ev["categories"][ev["category"]]
+        served = (ev.get("exposure") or {}).get(ev["category"], 0)
         out.print(f"[bold red]rolled back[/]: {ev['reason']} - estimate {s['estimate']:+.3f}, interval "
                   f"[{s['lower']:+.3f}, {s['upper']:+.3f}] after {s['n']} judged pairs "
-                  f"(log e-value {s['log_evalue']} >= threshold {s['threshold']})")
+                  f"(log e-value {s['log_evalue']:.2f} >= threshold {s['threshold']:.2f}); the candidate had "
+                  f"served {served} {ev['category']} requests")
     elif result.get("phase") == "promoted":
         out.print("[bold green]promoted[/]: the candidate became stable")
     else:

@@ -53,20 +53,41 @@ def status(url: UrlOpt = None, token: TokenOpt = None) -> None:
         for a in state["aliases"]:
             if not a["candidate"]:
                 continue
-            cats = c.call("GET", f"/admin/aliases/{a['name']}/stats")["categories"]
-            if not cats:
-                out.print(f"[dim]{a['name']}: no judged pairs yet[/]")
+            r = c.call("GET", f"/admin/aliases/{a['name']}/stats")
+            if not r["analysed"]:
+                out.print(f"[dim]{a['name']}: {r['note']}[/]")
                 continue
-            ct = Table(title=f"{a['name']}: candidate {a['candidate']} minus stable {a['stable']}")
-            for col in ("category", "pairs", "W/T/L", "estimate", "lower", "upper", "tolerance", "status"):
-                ct.add_column(col, justify="right" if col not in ("category", "status") else "left")
-            for cat, s in cats.items():
-                color = {"regressed": "red", "within tolerance": "green"}.get(s["status"], "yellow")
-                ct.add_row(cat, str(s["n"]), f"{s['wins']}/{s['ties']}/{s['losses']}", f"{s['estimate']:+.3f}",
-                           f"{s['lower']:+.3f}", f"{s['upper']:+.3f}", f"-{s['tolerance']}",
-                           f"[{color}]{s['status']}[/]" + (" (muted)" if s["muted"] else ""))
-            out.print(ct)
+            out.print(_analysis_table(a, r))
+            eta = "not on track" if r["eta_s"] is None else _duration(r["eta_s"])
+            out.print(f"  next gate: lower bound above -{r['next_gate']:.3f} in every acting category; "
+                      f"estimated time to it: [bold]{eta}[/]; pairs this stage {r['pairs_in_stage']}")
+            out.print(f"  controller: {r['decision'] or '-'}", highlight=False)
+            for g in r["guards"].values():
+                style = "red" if g["tripped"] else "dim"
+                out.print(f"  [{style}]guard {g['detail']}[/]", highlight=False)
+            if r["exposure"]:
+                out.print("  candidate served: " + ", ".join(f"{k} {v}" for k, v in sorted(r["exposure"].items())))
     _call(url, token, run)
+
+
+def _duration(s: float) -> str:
+    return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.0f} min" if s >= 60 else f"{s:.0f} s"
+
+
+def _analysis_table(a: dict[str, Any], r: dict[str, Any]) -> Table:
+    t = Table(title=f"{a['name']}: candidate {a['candidate']} minus stable {a['stable']} (stage {a['stage']}, "
+                    f"{a['weight_pct']:g}%)")
+    for col in ("category", "pairs", "W/T/L", "estimate", "lower", "upper", "gate", "tolerance", "to gate", "eta",
+                "status"):
+        t.add_column(col, justify="left" if col in ("category", "status") else "right")
+    for cat, s in sorted(r["categories"].items()):
+        color = {"regressed": "red", "gate met": "green"}.get(s["status"], "yellow")
+        flags = (" (muted)" if s["muted"] else "") + (" (pinned)" if s["pinned"] else "")
+        t.add_row(cat, str(s["n"]), f"{s['wins']}/{s['ties']}/{s['losses']}", f"{s['estimate']:+.3f}",
+                  f"{s['lower']:+.3f}", f"{s['upper']:+.3f}", f">-{s['gate_margin']:.3f}", f"-{s['tolerance']}",
+                  "-" if s["pairs_to_gate"] is None else str(s["pairs_to_gate"]),
+                  "-" if s["eta_s"] is None else _duration(s["eta_s"]), f"[{color}]{s['status']}[/]{flags}")
+    return t
 
 
 def versions(url: UrlOpt = None, token: TokenOpt = None) -> None:
@@ -98,6 +119,8 @@ def events(
                      f"n={s.get('n')}]") if s else f" [{e['category']}]"
         after = e.get("after") or {}
         state = f" -> {after.get('phase')} {after.get('weight_bp', 0) / 100:g}%" if after else ""
+        if e.get("exposure") and e["type"] in ("rolled_back", "aborted", "category_pinned"):
+            extra += f" (candidate had served {sum(e['exposure'].values())} requests)"
         out.print(f"[dim]{_when(e.get('ts'))}[/] [bold]{e['type']}[/] by {e.get('actor', '?')}"
                   f"{(': ' + e['reason']) if e.get('reason') else ''}{state}{extra}", highlight=False)
 
@@ -119,7 +142,8 @@ def _op(alias: str, op: str, url: str | None, token: str | None, **body: Any) ->
     r = _call(url, token, lambda c: c.alias_op(alias, op, **body))
     a = r.get("after", r)
     cand = f"candidate [bold]{a['candidate']}[/] at {a['weight_pct']:g}%" if a["candidate"] else "no candidate"
-    out.print(f"[green]ok[/] {alias}: {op} - stable [bold]{a['stable']}[/], {cand}, phase {a['phase']}")
+    out.print(f"[green]ok[/] {alias}: {r.get('transition', op)} - stable [bold]{a['stable']}[/], {cand}, "
+              f"phase {a['phase']} (revision {a['revision']})")
 
 
 @rollout_app.command("start")

@@ -47,8 +47,9 @@ def simulate_cmd(
     tolerance: Annotated[float | None, typer.Option(help="overrides the policy's default tolerance")] = None,
     alpha: Annotated[float | None, typer.Option(help="overrides the policy's alpha")] = None,
     check_every: Annotated[int, typer.Option(min=1, help="pairs per category between two looks")] = 10,
-    pairs_per_second: Annotated[float, typer.Option(min=0.001, help="judged pairs per second per category")] = 5.0,
-    max_pairs: Annotated[int, typer.Option(min=10, help="per category; the run ends undecided past it")] = 3000,
+    pairs_per_second: Annotated[float, typer.Option(
+        min=0.001, help="judged pairs per second per category (default: the default budget of 10/s over 8)")] = 1.25,
+    max_pairs: Annotated[int, typer.Option(min=10, help="per category; the run ends undecided past it")] = 10_000,
     runs: Annotated[int, typer.Option(min=1)] = 1000,
     seed: Annotated[int, typer.Option()] = 0,
     method: Annotated[str, typer.Option(help="sequential | threshold (Flagger-like) | mannwhitney (Kayenta-like)")] = (
@@ -87,7 +88,7 @@ def simulate_cmd(
     except ValueError as e:
         err.print(f"[bold red]error:[/] {e}")
         raise typer.Exit(2) from None
-    report = summarise(spec, results)
+    report = summarise(spec, results, len(policy.stages))
     if as_json:
         print(json.dumps(report))
         return
@@ -104,6 +105,13 @@ def simulate_cmd(
                   _fmt(r["median_pairs_to_rollback"]), _fmt(r["p95_pairs_to_rollback"]),
                   _fmt(r["median_seconds_to_rollback"]), _fmt(r["pinned_rate"], True))
     out.print(t)
+    out.print(f"reached the last stage ({policy.stages[-1].name}): {_fmt(report['reached_last_stage_rate'], True)} "
+              f"(median {_fmt(report['median_pairs_to_reach_last_stage'])} pairs per category, p95 "
+              f"{_fmt(report['p95_pairs_to_reach_last_stage'])}); completed (the candidate became stable): median "
+              f"{_fmt(report['median_pairs_to_complete'])}, p95 {_fmt(report['p95_pairs_to_complete'])}")
+    if report["weight_pct_at_rollback"]["runs"]:
+        out.print("rolled back at weight: " + ", ".join(f"{w}% x{n}" for w, n in
+                                                        report["weight_pct_at_rollback"]["runs"].items()))
     stages = report["median_pairs_per_category_at_stage"]
     if stages:
         out.print("median pairs per category when each stage was passed: " + ", ".join(

@@ -37,10 +37,10 @@ from gateway.app import create_app
 from gateway.config import Settings
 from judges.queue import JudgeQueue
 from judges.worker import JudgeWorker
-from monitoring.decision import category_alpha
-from monitoring.sequential import Counts, analyse
+from monitoring.analysis import RolloutAnalysis
 from router.classify.taxonomy import OTHER, Taxonomy
 from router.live_state import LiveState
+from router.state import Phase
 from router.store import StateStore, connect
 
 ADMIN_TOKEN = "demo-admin"
@@ -127,18 +127,21 @@ def demo_settings(data_dir: Path, port: int, stable_url: str, cand_url: str, jud
 
 def _view(state: dict[str, Any], urls: dict[str, str]) -> Group:
     a = state.get("alias") or {}
+    analysis: RolloutAnalysis | None = state.get("analysis")
     head = (f"[bold]support-bot[/]: stable [cyan]{a.get('stable')}[/], candidate [magenta]{a.get('candidate')}[/]"
             f"  phase [bold]{a.get('phase')}[/] stage {a.get('stage')} weight "
             f"[bold]{a.get('weight_bp', 0) / 100:g}%[/]   requests {state.get('requests', 0)}, judged "
             f"{state.get('judged', 0)}")
-    t = Table("category", "pairs", "win/tie/loss", "estimate", "anytime-valid interval", "tolerance", "status",
-              title="candidate minus stable, per capability")
-    for cat, s in sorted(state.get("stats", {}).items()):
-        status = ("[red]REGRESSED[/]" if s["rejected"] else "[green]within tolerance[/]" if s["cleared"]
-                  else "[yellow]collecting[/]")
-        bar = _bar(s["lower"], s["upper"], -s["tolerance"])
-        t.add_row(cat, str(s["n"]), f"{s['wins']}/{s['ties']}/{s['losses']}", f"{s['estimate']:+.3f}",
-                  f"[{s['lower']:+.3f}, {s['upper']:+.3f}] {bar}", f"-{s['tolerance']}", status)
+    if analysis is not None:
+        head += f"\n[dim]controller: {analysis.decision}[/]"
+    t = Table("category", "pairs", "win/tie/loss", "estimate", "anytime-valid interval", "next gate", "tolerance",
+              "status", title="candidate minus stable, per capability (the controller's own analysis)")
+    for cat, c in sorted(analysis.categories.items() if analysis else []):
+        status = {"regressed": "[red]REGRESSED[/]", "gate met": "[green]gate met[/]"}.get(c.status,
+                                                                                         "[yellow]collecting[/]")
+        bar = _bar(c.lower, c.upper, -c.tolerance)
+        t.add_row(cat, str(c.n), f"{c.wins}/{c.ties}/{c.losses}", f"{c.estimate:+.3f}",
+                  f"[{c.lower:+.3f}, {c.upper:+.3f}] {bar}", f"> -{c.gate_margin:.3f}", f"-{c.tolerance}", status)
     events = Table("time", "event", "reason", title="events", show_lines=False)
     for e in state.get("events", [])[:6]:
         events.add_row(time.strftime("%H:%M:%S", time.localtime(e.get("ts", 0))), e["type"], str(e.get("reason") or ""))
@@ -220,14 +223,12 @@ async def run_demo(regress: dict[str, float], tolerance: float, rps: float, max_
                     view["alias"] = alias.model_dump()
                     view["judged"] = worker.stats.judged
                     view["events"] = [e for e in await store.events(20) if e["type"] != "config_applied"]
-                    rollout = next((e["after"]["rollout_id"] for e in view["events"]
-                                    if e["type"] == "rollout_started"), alias.rollout_id)
-                    raw = {c: v for c, v in (await queue.stats("support-bot", rollout)).items() if v.get("n")}
-                    alpha = category_alpha(settings.controller.policy, list(raw))
-                    view["stats"] = {c: _numbers(v, tolerance, alpha) for c, v in raw.items()}
+                    stored = (await store.analyses()).get("support-bot")
+                    if stored is not None:  # the controller removes it when the rollout ends: keep the last
+                        view["analysis"] = RolloutAnalysis.model_validate_json(stored)
                     live.update(_view(view, urls))
-                    if alias.phase in ("rolled_back", "promoted"):
-                        result = {"phase": alias.phase, "events": view["events"], "stats": view["stats"]}
+                    if alias.phase in (Phase.ROLLED_BACK, Phase.PROMOTED):
+                        result = {"phase": alias.phase.value, "events": view["events"]}
                         break
             for s in senders:
                 s.cancel()
@@ -242,10 +243,3 @@ async def run_demo(regress: dict[str, float], tolerance: float, rps: float, max_
             server.should_exit = True
         await asyncio.sleep(0.5)
     return result
-
-
-def _numbers(v: dict[str, int], tolerance: float, alpha: float) -> dict[str, Any]:
-    s = analyse(Counts(v.get("wins", 0), v.get("ties", 0), v.get("losses", 0)), tolerance, alpha)
-    return {"n": s.n, "wins": v.get("wins", 0), "ties": v.get("ties", 0), "losses": v.get("losses", 0),
-            "estimate": s.estimate,
-            "lower": s.lower, "upper": s.upper, "rejected": s.rejected, "cleared": s.cleared, "tolerance": tolerance}

@@ -13,6 +13,7 @@ from gateway.processes.embedded_redis import redis_url_for_tools
 from judges.queue import JudgeQueue
 from monitoring.controller import Controller
 from monitoring.notify import Notifier
+from router.classify import Taxonomy
 from router.store import StateStore, connect
 
 out = Console(stderr=True)
@@ -22,7 +23,8 @@ async def run_controller(settings: Settings, metrics_port: int | None = 9109) ->
     client = connect(redis_url_for_tools(settings.redis_url, settings.data_dir), timeout_s=5.0)
     store = StateStore(client, settings.key_prefix)
     notifier = Notifier(settings.controller.webhooks)
-    ctl = Controller(settings.controller, store, JudgeQueue(client, settings.key_prefix).stats, notifier)
+    categories = list(Taxonomy.build(settings.classifier.taxonomy).names)
+    ctl = Controller(settings.controller, store, JudgeQueue(client, settings.key_prefix), categories, notifier)
     if metrics_port is not None:
         start_http_server(metrics_port, addr=settings.listen.host)
     loop = asyncio.get_running_loop()

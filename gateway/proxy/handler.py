@@ -323,10 +323,10 @@ class ProxyHandler:
 
     def _record(self, ex: Exchange, label: Label) -> None:
         a, v, arm, cat = ex.alias.name, ex.version.name, ex.arm, label.category
+        latency = time.perf_counter() - ex.t0
         m.CLASSIFICATIONS.labels(cat, label.layer).inc()
         m.REQUESTS.labels(a, v, arm, cat, ex.req.endpoint, str(ex.status)).inc()
-        m.REQUEST_LATENCY.labels(a, v, arm, cat, "true" if ex.req.stream else "false").observe(
-            time.perf_counter() - ex.t0)
+        m.REQUEST_LATENCY.labels(a, v, arm, cat, "true" if ex.req.stream else "false").observe(latency)
         if ex.ttft_s is not None:
             m.TTFT.labels(a, v, arm, cat).observe(ex.ttft_s)
         if ex.usage:
@@ -336,7 +336,9 @@ class ProxyHandler:
                     m.TOKENS.labels(a, v, arm, cat, kind).inc(n)
         if self.guards is not None and ex.alias.candidate and arm in (Arm.STABLE, Arm.CANDIDATE):
             empty = ex.status == 200 and ex.usage is not None and ex.usage.get("completion_tokens") == 0
-            self.guards.record(a, ex.alias.rollout_id, v, error=ex.status >= 500, empty=empty, ttft_s=ex.ttft_s)
+            self.guards.record(a, ex.alias.rollout_id, v, error=ex.status >= 500, empty=empty, ttft_s=ex.ttft_s,
+                               latency_s=latency if ex.status == 200 else None,
+                               category=cat if arm == Arm.CANDIDATE else None)
 
 
 class _DisconnectWatcher:

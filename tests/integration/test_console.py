@@ -27,8 +27,10 @@ async def rolling(backend_factory, gateway_factory, redis_srv, key_prefix):
     gw = gateway_factory([{"name": "v1", "base_url": f"{s.url}/v1", "model": "base"},
                           {"name": "v2", "base_url": f"{c.url}/v1", "model": "ft"}],
                          [{"name": "support-bot", "stable": "v1"}],
-                         controller={"enabled": False, "policy": {"stages": stages}})
-    r = httpx.post(f"{gw.url}/admin/aliases/support-bot/rollout", headers=ADMIN, json={"candidate": "v2"})
+                         controller={"interval_s": 0.2, "policy": {"stages": stages}})
+    # a split set by hand: the controller analyses it (what the console shows) but leaves the decision to us
+    r = httpx.put(f"{gw.url}/admin/aliases/support-bot/split", headers=ADMIN,
+                  json={"candidate": "v2", "weight_pct": 50})
     rollout = r.json()["rollout_id"]
     client = connect(redis_srv.url)
     q = JudgeQueue(client, key_prefix)
@@ -56,12 +58,22 @@ async def test_console_rollback_with_admin_token_and_read_only_view(rolling):
         await page.fill("#token", "admin-secret")
         await page.click("#login button[type=submit]")
         card = page.locator('article[data-alias="support-bot"]')
-        await card.locator('tr[data-category="reasoning"]').wait_for()
+        await card.locator('tr[data-category="reasoning"]').wait_for(timeout=15_000)
         assert "regressed" in await card.locator('tr[data-category="reasoning"]').inner_text()
-        assert "within tolerance" in await card.locator('tr[data-category="coding"]').inner_text()
-        assert "canary" in await card.inner_text() and "50%" in await card.inner_text()
+        assert "gate met" in await card.locator('tr[data-category="coding"]').inner_text()
+        assert "manual" in await card.inner_text() and "50%" in await card.inner_text()
+        assert "next gate" in await card.inner_text() and "controller:" in await card.inner_text()
         assert await card.locator("svg.ci").count() == 2
         await page.screenshot(path=str(ARTIFACTS / "console.png"), full_page=True)
+
+        # a second tab, left open on the same state, whose refreshes stop (a stale page)
+        stale = await browser.new_page(viewport={"width": 1280, "height": 1000})
+        await stale.goto(f"{gw.url}/console")
+        await stale.fill("#token", "admin-secret")
+        await stale.click("#login button[type=submit]")
+        stale_card = stale.locator('article[data-alias="support-bot"]')
+        await stale_card.locator('button[data-action="rollback"]').wait_for()
+        await stale.route("**/admin/state", lambda route: route.abort())
 
         await card.locator('button[data-action="rollback"]').click()
         dialog = page.locator("#confirm")
@@ -69,8 +81,18 @@ async def test_console_rollback_with_admin_token_and_read_only_view(rolling):
         await page.fill("#confirm-reason", "reasoning regressed on the console")
         await page.click("#confirm-ok")
         await card.locator(".phase.rolled_back").wait_for(timeout=10_000)
-        await page.locator("#events tbody tr", has_text="rolled_back_by_operator").first.wait_for(timeout=10_000)
+        await page.locator("#events tbody tr", has_text="rolled_back").first.wait_for(timeout=10_000)
         await page.screenshot(path=str(ARTIFACTS / "console-rolled-back.png"), full_page=True)
+
+        # the stale tab still shows the old state and a Rollback button: its click is refused, nothing changes
+        await stale_card.locator('button[data-action="rollback"]').click()
+        await stale.fill("#confirm-reason", "clicked on an old page")
+        await stale.click("#confirm-ok")
+        toast = stale.locator("#toast.show")
+        await toast.wait_for(timeout=10_000)
+        assert "changed since you looked" in await toast.inner_text()
+        events = httpx.get(f"{gw.url}/admin/events?count=20", headers=ADMIN).json()["events"]
+        assert [e["type"] for e in events].count("rolled_back") == 1
 
         # traffic answers from stable now
         await asyncio.sleep(0.3)

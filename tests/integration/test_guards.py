@@ -8,6 +8,7 @@ import time
 
 import httpx
 
+from judges.queue import JudgeQueue
 from monitoring import guards
 from monitoring.controller import Controller, ControllerConfig
 from monitoring.policy import RolloutPolicy
@@ -15,15 +16,6 @@ from router.store import StateStore, connect
 from tests.support.servers import free_port
 
 ADMIN = {"authorization": "Bearer admin-secret"}
-
-
-def test_readings_rates_and_p95():
-    raw = {"v1:requests": 100, "v1:errors": 1, "v1:ttft0": 90, "v1:ttft3": 10,
-           "v2:requests": 50, "v2:errors": 10, "v2:empty": 5, "v2:ttft4": 50}
-    r = guards.readings(raw, "v1", "v2")
-    assert r["error_rate"].candidate == 0.2 and r["error_rate"].stable == 0.01
-    assert r["empty_rate"].candidate == 0.1
-    assert r["ttft_p95_s"].stable == 0.25 and r["ttft_p95_s"].candidate == 0.5
 
 
 async def test_candidate_errors_trip_the_guard_and_roll_back(backend_factory, gateway_factory, redis_srv, key_prefix):
@@ -49,8 +41,11 @@ async def test_candidate_errors_trip_the_guard_and_roll_back(backend_factory, ga
         assert time.monotonic() < deadline
         await asyncio.sleep(0.1)
     cfg = ControllerConfig(policy=RolloutPolicy(min_bake_s=0, stages=stages))
-    ctl = Controller(cfg, store, lambda a, r: asyncio.sleep(0, result={}), instance=f"t{free_port()}")
+    ctl = Controller(cfg, store, JudgeQueue(client, key_prefix), ["other"], instance=f"t{free_port()}")
     await ctl.lead()
     [d] = await ctl.evaluate_all()
+    events = await store.events(3)
     await client.aclose()
-    assert d.action.value == "rollback" and "error_rate" in d.reason
+    assert d.action.value == "rollback" and "error_rate" in d.reason and "lower bound" in d.reason
+    assert events[0]["type"] == "rolled_back" and events[0]["details"] == {"guard": "error_rate"}
+    assert events[0]["exposure"] == {}  # the candidate's failures were hidden by the fallback: nobody saw them

@@ -85,7 +85,8 @@ def test_every_panel_and_recording_rule_returns_data_from_a_real_prometheus(tmp_
                            "worker": {"metrics_port": worker_port, "claim_idle_s": 1.0}},
                "controller": {"interval_s": 0.5, "policy": {
                    "stages": [{"name": "canary", "weight_pct": 50}, {"name": "full", "weight_pct": 100}],
-                   "min_bake_s": 3600}}}
+                   # the candidate fails on purpose (fallbacks on the dashboard): keep the rollout live
+                   "min_bake_s": 3600, "guards": {"error_rate": None}}}}
         config = tmp_path / "cg.yaml"
         config.write_text(yaml.safe_dump(cfg))
         rules = yaml.safe_load((PROM / "rules.yml").read_text())

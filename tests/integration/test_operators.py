@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gateway.cli import app as cli
+from judges.queue import JudgeQueue
 from monitoring.controller import Controller, ControllerConfig
 from router.registry import DAY
 from router.store import StateStore, connect
@@ -23,7 +24,8 @@ def gw(backend_factory, gateway_factory):
     _, s = backend_factory("stable", model="base")
     _, c = backend_factory("cand", model="ft")
     versions = [{"name": "v1", "base_url": f"{s.url}/v1", "model": "base", "metadata": {"run": "r1"}},
-                {"name": "v2", "base_url": f"{c.url}/v1", "model": "ft", "metadata": {"run": "r2"}}]
+                {"name": "v2", "base_url": f"{c.url}/v1", "model": "ft", "metadata": {"run": "r2"}},
+                {"name": "v3", "base_url": f"{c.url}/v1", "model": "ft", "metadata": {"run": "r3"}}]
     srv = gateway_factory(versions, [{"name": "bot", "stable": "v1"}], controller={"enabled": False})
     srv.backend_urls = (s.url, c.url)  # type: ignore[attr-defined]
     return srv
@@ -57,8 +59,8 @@ def test_every_operation_through_the_api(gw):
     assert r.status_code == 200 and r.json()["after"]["stable"] == "v1"
     assert served_by(gw) == {"v1"}
     events = httpx.get(f"{gw.url}/admin/events?count=20", headers=READ).json()["events"]
-    rb = next(e for e in events if e["type"] == "rolled_back_by_operator")
-    assert rb["actor"] == "ops" and rb["reason"] == "regression found in production"
+    rb = next(e for e in events if e["type"] == "rolled_back")
+    assert rb["actor"] == "ops" and rb["by"] == "operator" and rb["reason"] == "regression found in production"
     assert rb["before"]["stable"] == "v2" and rb["after"]["stable"] == "v1" and rb["ts"]
     assert post(gw, "/admin/aliases/bot/rollout", {"candidate": "v2"}).status_code == 200
     r = post(gw, "/admin/aliases/bot/abort", {})
@@ -95,39 +97,61 @@ async def test_concurrent_rollbacks_make_one_change_and_a_clear_message(gw):
     refused = next(r for r in rs if r.status_code == 409)
     assert "Nothing to roll back" in refused.json()["error"]["message"]
     events = httpx.get(f"{gw.url}/admin/events?count=10", headers=READ).json()["events"]
-    assert [e["type"] for e in events].count("rolled_back_by_operator") == 1
+    assert [e["type"] for e in events].count("rolled_back") == 1
+
+
+def test_a_second_rollback_click_never_puts_an_older_version_into_production(gw):
+    # v1 -> v2 promoted; then a rollout of v3 on top of it
+    post(gw, "/admin/aliases/bot/rollout", {"candidate": "v2"})
+    post(gw, "/admin/aliases/bot/promote", {"full": True})
+    post(gw, "/admin/aliases/bot/rollout", {"candidate": "v3"})
+    seen = next(a for a in httpx.get(f"{gw.url}/admin/state", headers=READ).json()["aliases"] if a["name"] == "bot")
+    assert (seen["stable"], seen["candidate"], seen["previous_stable"]) == ("v2", "v3", "v1")
+    click = {"reason": "v3 answers badly", "expected_revision": seen["revision"]}
+    first = post(gw, "/admin/aliases/bot/rollback", click)
+    assert first.status_code == 200 and first.json()["after"]["stable"] == "v2"
+    second = post(gw, "/admin/aliases/bot/rollback", click)  # the same click again, from the same page
+    assert second.status_code == 409 and second.json()["error"]["code"] == "stale_state"
+    assert "now: stable v2, no candidate, phase rolled_back" in second.json()["error"]["message"]
+    again = post(gw, "/admin/aliases/bot/rollback", {"reason": "the controller already did it; me too"})
+    assert again.status_code == 409 and "--to" in again.json()["error"]["message"]
+    assert served_by(gw) == {"v2"}  # stable unchanged: v1 did not come back from weeks ago
+    events = httpx.get(f"{gw.url}/admin/events?count=10", headers=READ).json()["events"]
+    assert [e["type"] for e in events].count("rolled_back") == 1
+    explicit = post(gw, "/admin/aliases/bot/rollback", {"reason": "really back to v1", "to": "v1"})
+    assert explicit.status_code == 200 and served_by(gw) == {"v1"}
 
 
 async def test_registry_retention_register_retire_and_rollback_to_retained(gw, redis_srv, key_prefix):
     s_url, c_url = gw.backend_urls
-    r = post(gw, "/admin/versions", {"name": "v3", "base_url": f"{c_url}/v1", "model": "ft",
+    r = post(gw, "/admin/versions", {"name": "v7", "base_url": f"{c_url}/v1", "model": "ft",
                                       "metadata": {"dataset": "tickets-v4"}})
     assert r.status_code == 200, r.text
-    bad = post(gw, "/admin/versions", {"name": "v4", "base_url": f"{c_url}/v1", "model": "missing-model"})
+    bad = post(gw, "/admin/versions", {"name": "v8", "base_url": f"{c_url}/v1", "model": "missing-model"})
     assert bad.status_code == 422 and "not served" in bad.json()["error"]["message"]
-    assert post(gw, "/admin/versions", {"name": "v3", "base_url": f"{s_url}/v1", "model": "base"}).status_code == 409
+    assert post(gw, "/admin/versions", {"name": "v7", "base_url": f"{s_url}/v1", "model": "base"}).status_code == 409
     assert post(gw, "/admin/versions/v1/retire", {"reason": "old one"}).status_code == 409  # in use
     assert post(gw, "/admin/versions/v2/retire", {}).status_code == 400  # reason required
-    assert post(gw, "/admin/versions/v2/retire", {"reason": "superseded by v3"}).status_code == 200
+    assert post(gw, "/admin/versions/v2/retire", {"reason": "superseded by v7"}).status_code == 200
 
     client = connect(redis_srv.url)
     store = StateStore(client, key_prefix)
     now = [time.time()]
-    ctl = Controller(ControllerConfig(retention_days=30), store, lambda a, r: asyncio.sleep(0, result={}),
+    ctl = Controller(ControllerConfig(retention_days=30), store, JudgeQueue(client, key_prefix), ["other"],
                      clock=lambda: now[0], instance="housekeeper")
     await ctl.lead()
-    await ctl.housekeeping()  # v3 registered but unused: retired now; v2 keeps its operator retirement
+    await ctl.housekeeping()  # v7 registered but unused: retired now; v2 keeps its operator retirement
     now[0] += 29 * DAY
     assert (await ctl.housekeeping())[1] == []
     state = httpx.get(f"{gw.url}/admin/versions", headers=READ).json()
-    assert {v["name"] for v in state["versions"]} == {"v1", "v2", "v3"}
+    assert {v["name"] for v in state["versions"]} == {"v1", "v2", "v3", "v7"}
     # day 29: any retained version can be made stable again in one action
     await asyncio.sleep(0.3)
-    r = post(gw, "/admin/aliases/bot/rollback", {"reason": "back to the tickets-v4 model", "to": "v3"})
-    assert r.status_code == 200 and served_by(gw) == {"v3"}
+    r = post(gw, "/admin/aliases/bot/rollback", {"reason": "back to the tickets-v4 model", "to": "v7"})
+    assert r.status_code == 200 and served_by(gw) == {"v7"}
     now[0] += 2 * DAY  # day 31
     _, pruned = await ctl.housekeeping()
-    assert "v3" not in pruned  # in use again: un-retired, kept
+    assert "v7" not in pruned  # in use again: un-retired, kept
     assert "v2" in pruned and await client.hget(f"{key_prefix}:versions", "v2") is None
     await asyncio.sleep(0.3)
     r = post(gw, "/admin/aliases/bot/rollback", {"reason": "try the pruned one", "to": "v2"})
@@ -153,8 +177,10 @@ def test_cli_operations(gw):
     assert "bot" in out and "canary" in out and "v2" in out
     assert "v1" in run("versions") and "run=r1" in run("versions")
     assert "no candidate" in run("rollout", "rollback", "bot", "--reason", "bad answers")
-    assert "409" in run("rollout", "rollback", "bot", "--reason", "again", ok=False)
-    assert "rolled_back_by_operator" in run("events")
+    second = run("rollout", "rollback", "bot", "--reason", "again", ok=False)  # a second rollback: refused
+    assert "409" in second and "--to" in second
+    assert "│ v1 " in run("status") and "rolled_back" in run("status")
+    assert "rolled_back by ops" in run("events")
     r = runner.invoke(cli, ["rollout", "pause", "bot"], env={**env, "CLIFFGUARD_TOKEN": "read-secret"})
     assert r.exit_code == 1 and "403" in r.output
 
@@ -163,7 +189,8 @@ def test_rate_limit_cors_origin_and_openapi(gw):
     with httpx.Client(base_url=gw.url, headers=READ) as h:
         codes = [h.get("/admin/whoami").status_code for _ in range(260)]
     assert 429 in codes and codes[0] == 200
-    writes = [post(gw, "/admin/aliases/nope/pause", headers=ADMIN).status_code for _ in range(30)]
+    with httpx.Client(base_url=gw.url, headers=ADMIN) as h:
+        writes = [h.post("/admin/aliases/nope/pause", json={}).status_code for _ in range(60)]
     assert writes[0] == 404 and 429 in writes  # changes have their own, tighter budget
     r = httpx.options(f"{gw.url}/admin/state", headers={"origin": "https://evil.example",
                                                         "access-control-request-method": "GET"})

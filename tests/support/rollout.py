@@ -77,11 +77,17 @@ async def rollback_scenario(gateway_factory: Callable[..., ThreadServer], versio
                 assert time.monotonic() < deadline, f"no rollback; judged {worker.stats.judged}"
                 await version(replicas[i % 2].url, users[i % len(users)], i)
                 i += 1
-                event = next((e for e in await store.events(5) if e["type"] == "controller_rollback"), None)
+                event = next((e for e in await store.events(5) if e["type"] == "rolled_back"
+                              and e["by"] == "controller"), None)
             await asyncio.wait_for(watcher, 10)
             took = max(switched.values()) - event["ts"]
             # and the traffic really goes to stable now, on both replicas, for the former candidate users
             assert {await version(rep.url, u, 0) for rep in replicas for u in on_candidate} == {"v1"}
+            # the rollout's per-category series are gone, so the regression alerts resolve
+            for rep in replicas:
+                while "cliffguard_category_estimate{" in (await h.get(f"{rep.url}/metrics")).text:
+                    assert time.monotonic() < deadline + 10, "category series still exported after the rollback"
+                    await asyncio.sleep(0.2)
             return took, event
     finally:
         worker.stop()

@@ -1,6 +1,7 @@
 """The controller's pure decision: every phase transition and its reason."""
 
-from monitoring.decision import Action, Evidence, GuardReading, Phase, Progress, category_alpha, decide
+from monitoring.decision import Action, Evidence, Phase, Progress, category_alpha, decide
+from monitoring.guards import GuardResult
 from monitoring.policy import CategoryPolicy, RolloutPolicy
 
 OK = Evidence(500, rejected=False, cleared=True)
@@ -61,21 +62,41 @@ def test_must_have_data_waits_and_deadline_goes_inconclusive():
     assert decide(p, at(phase=Phase.INCONCLUSIVE), {"math": BAD}, now=3700).action == Action.ROLLBACK
 
 
-def test_guards_trip_relative_to_stable():
-    g = {"error_rate": GuardReading(candidate=0.10, stable=0.01, candidate_requests=200, stable_requests=2000)}
-    d = decide(policy(), at(), {"math": OPEN}, now=10, guards=g)
-    assert d.action == Action.ROLLBACK and "error_rate" in d.reason
-    few = {"error_rate": GuardReading(0.10, 0.01, candidate_requests=5, stable_requests=2000)}
-    assert decide(policy(), at(), {"math": OPEN}, now=10, guards=few).action == Action.NONE  # too little data
-    fine = {"ttft_p95_s": GuardReading(0.30, 0.25, 500, 500)}
-    assert decide(policy(), at(), {"math": OPEN}, now=10, guards=fine).action == Action.NONE
+def test_a_tripped_guard_rolls_back_with_its_numbers():
+    tripped = GuardResult("error_rate", True, 0.10, 0.07, 0.01, 0.015, 0.04, 200, 2000)
+    d = decide(policy(), at(), {"math": OPEN}, now=10, guards={"error_rate": tripped})
+    assert d.action == Action.ROLLBACK and "error_rate" in d.reason and "lower bound 0.07" in d.reason
+    assert d.details == {"guard": "error_rate"}
+    fine = GuardResult("ttft", False, 0.06, 0.04, 0.04, 0.05, 0.095, 500, 500, edge_s=0.25)
+    assert decide(policy(), at(), {"math": OPEN}, now=10, guards={"ttft": fine}).action == Action.NONE
 
 
-def test_final_and_paused_phases_do_nothing():
-    for phase in (Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.PAUSED):
+def test_final_paused_and_manual_phases_do_nothing():
+    for phase in (Phase.PROMOTED, Phase.ROLLED_BACK, Phase.ABORTED, Phase.PAUSED, Phase.MANUAL):
         assert decide(policy(), at(phase=phase), {"math": BAD}, now=10).action == Action.NONE
 
 
 def test_alpha_is_split_over_acting_categories_only():
     p = policy(categories={"roleplay": CategoryPolicy(muted=True)})
     assert category_alpha(p, ["math", "coding", "roleplay", "writing"]) == 0.05 / 3
+
+
+def test_stage_margins_fall_with_exposure_and_never_undercut_a_tolerance():
+    p = RolloutPolicy()  # shadow, 1, 5, 25, 50, 100
+    margins = [p.stage_margin(i) for i in range(1, 7)]
+    assert margins[0] == 0.10 and margins[-2] == margins[-1] == 0.05  # 1% ... 100%, completion
+    assert margins == sorted(margins, reverse=True)
+    lenient = RolloutPolicy(categories={"roleplay": CategoryPolicy(tolerance=0.08)})
+    assert lenient.gate_margin(5, "roleplay") == 0.08 and lenient.gate_margin(5, "math") == 0.05
+    explicit = RolloutPolicy(stages=[{"name": "shadow", "weight_pct": 0}, {"name": "half", "weight_pct": 50,
+                                                                           "margin": 0.2}])
+    assert explicit.stage_margin(1) == 0.2
+
+
+def test_margins_that_grow_with_exposure_are_refused():
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="must not grow"):
+        RolloutPolicy(stages=[{"name": "shadow", "weight_pct": 0}, {"name": "a", "weight_pct": 1, "margin": 0.05},
+                              {"name": "b", "weight_pct": 50, "margin": 0.1}])

@@ -5,7 +5,8 @@ from typer.testing import CliRunner
 from gateway.cli import app
 
 runner = CliRunner()
-KEYS = {"runs", "rollback_rate", "promotion_rate", "median_pairs_to_rollback", "p95_pairs_to_rollback", "categories"}
+KEYS = {"runs", "rollback_rate", "promotion_rate", "median_pairs_to_rollback", "p95_pairs_to_rollback", "categories",
+        "median_pairs_to_complete", "p95_pairs_to_complete", "weight_pct_at_rollback", "outcome_by_stage"}
 
 
 def run(*args):
@@ -18,6 +19,10 @@ def test_json_report_and_detection():
     rep = run("--effects", "reasoning=-0.10", "--runs", "200", "--seed", "3")
     assert set(rep) >= KEYS and rep["runs"] == 200
     assert rep["rollback_rate"] >= 0.95 and rep["median_pairs_to_rollback"] <= 1000
+    # caught before the candidate served more than 5% of the traffic: the gates hold it back meanwhile
+    w = rep["weight_pct_at_rollback"]
+    assert w["p95"] <= 5 and sum(w["runs"].values()) == round(rep["rollback_rate"] * 200)
+    assert rep["median_pairs_to_complete"] is None  # never completes
     cats = rep["categories"]
     assert len(cats) == 8 and cats["reasoning"]["rollback_rate"] >= 0.95
     assert set(cats["math"]) >= {"rollback_rate", "promotion_rate", "median_pairs_to_rollback", "p95_pairs_to_rollback"}
@@ -26,6 +31,8 @@ def test_json_report_and_detection():
 def test_no_effect_rarely_rolls_back_but_naive_checks_do():
     rep = run("--runs", "200", "--seed", "4")
     assert rep["rollback_rate"] <= 0.05
+    # a good candidate reaches 100% in thousands of pairs, not tens of thousands
+    assert rep["promotion_rate"] >= 0.95 and rep["median_pairs_to_complete"] <= 5000
     naive = run("--runs", "200", "--seed", "4", "--method", "threshold")
     assert naive["rollback_rate"] > 0.5
 

@@ -41,8 +41,9 @@ function ciBar(s) {
   add("rect", { class: "band", x: x(s.lower), y: 4, width: Math.max(1, x(s.upper) - x(s.lower)), height: H - 8 });
   add("circle", { class: "est", cx: x(s.estimate), cy: H / 2, r: 3 });
   add("line", { class: "tol", x1: x(-s.tolerance), x2: x(-s.tolerance), y1: 0, y2: H });
+  add("line", { class: "gate", x1: x(-s.gate_margin), x2: x(-s.gate_margin), y1: 0, y2: H });
   const title = document.createElementNS(ns, "title");
-  title.textContent = `estimate ${s.estimate.toFixed(3)} in [${s.lower.toFixed(3)}, ${s.upper.toFixed(3)}], tolerance -${s.tolerance}`;
+  title.textContent = `estimate ${s.estimate.toFixed(3)} in [${s.lower.toFixed(3)}, ${s.upper.toFixed(3)}], next gate: lower above -${s.gate_margin.toFixed(3)}, rollback: upper below -${s.tolerance}`;
   svg.append(title);
   return svg;
 }
@@ -58,15 +59,21 @@ function confirmAction(title, text, run) {
   d.showModal();
 }
 
+function duration(s) {
+  if (s === null || s === undefined) return "not on track";
+  return s >= 3600 ? `${(s / 3600).toFixed(1)} h` : s >= 60 ? `${Math.round(s / 60)} min` : `${Math.round(s)} s`;
+}
+
 function aliasCard(a, stats, versions) {
-  const card = el("article", { class: "card", "data-alias": a.name });
+  const card = el("article", { class: "card", "data-alias": a.name, "data-revision": a.revision });
   card.append(el("h2", {}, a.name, " ", el("span", { class: `phase ${a.phase}` }, a.phase)));
   card.append(el("p", {}, "stable ", el("strong", {}, a.stable), " · candidate ", el("strong", {}, a.candidate || "none"),
     ` · stage ${a.stage} · weight ${a.weight_pct}%`, a.pinned_categories.length ? ` · pinned to stable: ${a.pinned_categories.join(", ")}` : ""));
   if (role === "admin") {
     const b = el("div", { class: "buttons" });
-    const op = (name, body) => (reason) => api("POST", `/admin/aliases/${encodeURIComponent(a.name)}/${name}`, { ...body, reason });
-    if (a.candidate || a.previous_stable) {
+    // every action carries the revision this card shows: a second click, or a click on a stale page, is refused
+    const op = (name, body) => (reason) => api("POST", `/admin/aliases/${encodeURIComponent(a.name)}/${name}`, { ...body, reason, expected_revision: a.revision });
+    if (a.candidate || a.phase === "promoted") {
       const what = a.candidate ? `All traffic for ${a.name} goes to ${a.stable}; ${a.candidate} leaves traffic.`
         : `${a.previous_stable} becomes the stable version of ${a.name} again, replacing ${a.stable}.`;
       b.append(el("button", { class: "danger", "data-action": "rollback", onclick: () => confirmAction(`Roll back ${a.name}`, what, op("rollback", {})) }, "Rollback"));
@@ -86,24 +93,35 @@ function aliasCard(a, stats, versions) {
     card.append(b);
   }
   const cats = Object.entries(stats?.categories || {});
+  if (stats?.analysed) {
+    card.append(el("p", { class: "decision" }, `next gate: lower bound above −${stats.next_gate.toFixed(3)} · time to it: ${duration(stats.eta_s)} · controller: ${stats.decision || "-"}`));
+    for (const g of Object.values(stats.guards || {})) card.append(el("p", { class: g.tripped ? "guard tripped" : "guard" }, `guard ${g.detail}`));
+    const served = Object.entries(stats.exposure || {});
+    if (served.length) card.append(el("p", { class: "muted" }, "candidate served: " + served.map(([k, v]) => `${k} ${v}`).join(", ")));
+  }
   if (cats.length) {
-    const t = el("table", { class: "categories" }, el("thead", {}, el("tr", {}, ...["category", "pairs", "W/T/L", "estimate", "interval (tolerance in red)", "status"].map((h) => el("th", {}, h)))));
+    const t = el("table", { class: "categories" }, el("thead", {}, el("tr", {}, ...["category", "pairs", "W/T/L", "estimate", "interval (gate dashed, tolerance red)", "to gate", "status"].map((h) => el("th", {}, h)))));
     const body = el("tbody");
     for (const [name, s] of cats) {
-      const cls = s.status === "regressed" ? "status-regressed" : s.status === "within tolerance" ? "status-within" : "status-collecting";
+      const cls = s.status === "regressed" ? "status-regressed" : s.status === "gate met" ? "status-within" : "status-collecting";
       body.append(el("tr", { "data-category": name }, el("td", {}, name), el("td", {}, s.n), el("td", {}, `${s.wins}/${s.ties}/${s.losses}`),
         el("td", {}, `${s.estimate >= 0 ? "+" : ""}${s.estimate.toFixed(3)} [${s.lower.toFixed(3)}, ${s.upper.toFixed(3)}]`),
-        el("td", {}, ciBar(s)), el("td", { class: cls }, s.status + (s.muted ? " (muted)" : ""))));
+        el("td", {}, ciBar(s)), el("td", {}, s.pairs_to_gate === null ? "-" : `${s.pairs_to_gate} pairs, ${duration(s.eta_s)}`),
+        el("td", { class: cls }, s.status + (s.muted ? " (muted)" : "") + (s.pinned ? " (pinned)" : ""))));
     }
     t.append(body); card.append(t);
-  } else if (a.candidate) card.append(el("p", { class: "muted" }, "No judged pairs yet."));
+  } else if (a.candidate) card.append(el("p", { class: "muted" }, stats?.note || "No judged pairs yet."));
   return card;
 }
 
 function numbers(e) {
-  if (!e.categories) return e.reason || "";
-  const parts = Object.entries(e.categories).map(([c, s]) => `${c}: ${s.estimate} [${s.lower}, ${s.upper}] n=${s.n}`);
-  return `${e.reason || ""} — ${parts.join("; ")}`;
+  const served = Object.values(e.exposure || {}).reduce((x, y) => x + y, 0);
+  const exposure = ["rolled_back", "aborted", "category_pinned"].includes(e.type) && served
+    ? ` (the candidate had served ${e.category ? `${(e.exposure || {})[e.category] || 0} ${e.category} requests, ` : ""}${served} in all)` : "";
+  if (!e.categories) return (e.reason || "") + exposure;
+  const r = (v) => Number(v).toFixed(3);
+  const parts = Object.entries(e.categories).map(([c, s]) => `${c}: ${r(s.estimate)} [${r(s.lower)}, ${r(s.upper)}] n=${s.n}`);
+  return `${e.reason || ""}${exposure} — ${parts.join("; ")}`;
 }
 
 async function refresh() {
@@ -114,7 +132,7 @@ async function refresh() {
     await Promise.all(state.aliases.filter((a) => a.candidate).map(async (a) => { stats[a.name] = await api("GET", `/admin/aliases/${encodeURIComponent(a.name)}/stats`); }));
     $("#aliases").replaceChildren(...state.aliases.map((a) => aliasCard(a, stats[a.name], vers.versions)));
     $("#events tbody").replaceChildren(...events.events.map((e) => el("tr", {}, el("td", {}, new Date(e.ts * 1000).toLocaleTimeString()),
-      el("td", {}, e.type + (e.alias ? ` (${e.alias})` : "")), el("td", {}, e.actor || ""), el("td", {}, numbers(e)))));
+      el("td", {}, e.type + (e.alias ? ` (${e.alias})` : "")), el("td", {}, e.by === "controller" ? "controller" : (e.actor || "")), el("td", {}, numbers(e)))));
     $("#versions tbody").replaceChildren(...vers.versions.map((v) => el("tr", {}, el("td", {}, v.name), el("td", {}, v.model),
       el("td", {}, v.in_use ? "yes" : "no"), el("td", {}, v.retired_at ? `${new Date(v.retired_at * 1000).toLocaleString()} (${v.retired_reason})` : "-"),
       el("td", {}, v.prune_after ? new Date(v.prune_after * 1000).toLocaleDateString() : "-"),
