@@ -44,7 +44,7 @@ def ensure_admin_token(settings: Settings, say: Callable[[str], None]) -> dict[s
     tokens = settings.auth.admin_tokens
     for t in tokens:
         if t.resolve() is None:
-            say(f"warning: admin token {t.name!r} reads ${t.token_env}, which is not set: it is ignored")
+            say(f"note: token {t.name!r} ({t.role}) is not in use: ${t.token_env} is not set")
     if any(t.role == "admin" and t.resolve() for t in tokens):
         return {}
     path = (settings.data_dir / TOKEN_FILE).resolve()

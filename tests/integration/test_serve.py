@@ -214,6 +214,6 @@ def test_first_start_without_admin_token_generates_one_shown_once(tmp_path, conf
         finally:
             outputs.append(stop(proc))
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
-    assert "CG_TEST_UNSET_TOKEN, which is not set" in outputs[0]
+    assert "$CG_TEST_UNSET_TOKEN is not set" in outputs[0]
     assert outputs[0].count(token) == 1
     assert token not in outputs[1] and str(token_file) in outputs[1]
