@@ -43,8 +43,9 @@ def ensure_admin_token(settings: Settings, say: Callable[[str], None]) -> dict[s
     one. Returns the environment the workers need for it (empty when one is configured)."""
     tokens = settings.auth.admin_tokens
     for t in tokens:
-        if t.resolve() is None:
-            say(f"note: token {t.name!r} ({t.role}) is not in use: ${t.token_env} is not set")
+        if not t.resolve():
+            why = f"${t.token_env} is not set" if t.token_env else "its token is empty"
+            say(f"note: token {t.name!r} ({t.role}) is not in use: {why}")
     if any(t.role == "admin" and t.resolve() for t in tokens):
         return {}
     path = (settings.data_dir / TOKEN_FILE).resolve()

@@ -61,7 +61,7 @@ def _prepare_classifier(settings: Settings) -> None:
 
 @contextlib.contextmanager
 def _signals_deferred() -> Iterator[None]:
-    """A stop signal arriving in here is handled on leaving: never half-started, never half-cleaned."""
+    """A stop signal arriving in here is handled on leaving: the embedded Redis is never half-started."""
     signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
     try:
         yield

@@ -21,13 +21,11 @@ from uvicorn.supervisors import Multiprocess
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
 
 
-def forget_gone_processes(directory: Path, keep: set[int]) -> set[int]:
-    """Remove the live-gauge files of every process not in `keep`; return the pids removed."""
+def forget_gone_processes(directory: Path, keep: set[int]) -> None:
+    """Remove the live-gauge files of every process not in `keep`."""
     pids = {int(m.group(1)) for f in directory.iterdir() if (m := _LIVE_GAUGE_FILE.match(f.name))}
-    gone = pids - keep
-    for pid in gone:
+    for pid in pids - keep:
         multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
-    return gone
 
 
 class Supervisor(Multiprocess):
