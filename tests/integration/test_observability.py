@@ -1,6 +1,7 @@
 """Prometheus rules and Grafana dashboards against real tools: promtool, and a real Prometheus server
 scraping a running gateway (with the controller) and a judge worker that have served and judged traffic.
-Every dashboard panel's query and every recording rule must return data: no silently empty panel."""
+Every dashboard panel's query and every recording rule must return data: no silently empty panel. With a
+worker of `serve` killed, every health gauge and alert expression must stay true."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import httpx
 import yaml
 from prometheus_client.mmap_dict import MmapedDict
 
-from tests.integration.test_serve import start, stop, wait_up
+from tests.integration.test_serve import running, start, stop, wait_up
 from tests.support.fake_judge import FakeJudge
 from tests.support.metrics import sample
 from tests.support.servers import ThreadServer, free_port
@@ -172,20 +173,12 @@ def wait_for(check, what, timeout: float = 30):  # type: ignore[no-untyped-def]
         time.sleep(0.2)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 def test_health_gauges_and_alerts_stay_true_when_a_worker_is_killed(tmp_path, backend_factory):
     """Two workers; the one leading the controller, with streams in flight, is killed with SIGKILL. The
     supervisor replaces it and forgets its live gauges: in-flight counts only the live streams, one
     process leads, Redis is up, the revision is current, and no shipped alert fires or is pending."""
     words = " ".join(f"w{i}" for i in range(50))
-    _, slow = backend_factory("slow", model="base", text=words, chunks=50, chunk_delay_s=0.3)  # 15 s streams
+    _, slow = backend_factory("slow", model="base", text=words, chunks=50, chunk_delay_s=0.4)  # 20 s streams
     gw_port, prom_port = free_port(), free_port()
     data = tmp_path / "data"
     cfg = {"listen": {"port": gw_port}, "workers": 2, "data_dir": str(data),
@@ -253,7 +246,7 @@ def test_health_gauges_and_alerts_stay_true_when_a_worker_is_killed(tmp_path, ba
         wait_for(lambda: all(value(e) == v for e, v in health.items()),
                  lambda: f"health gauges {health}, got {({e: value(e) for e in health})}")
         live_files = {int(f.stem.rsplit("_", 1)[1]) for f in prom_dir.glob("gauge_live*_*.db")}
-        assert live_files and all(_alive(pid) for pid in live_files)
+        assert live_files and all(running(pid) for pid in live_files)
 
         alerts = [(r["alert"], r["expr"]) for g in yaml.safe_load((PROM / "rules.yml").read_text())["groups"]
                   for r in g["rules"] if "alert" in r]

