@@ -1,8 +1,10 @@
 """Prometheus metrics of the gateway.
 
 Works in prometheus-client's multiprocess mode when PROMETHEUS_MULTIPROC_DIR is set (as `cliffguard
-serve` does), so `/metrics` reports the whole server, not one worker. Labels take only configured
-names (aliases, versions), keeping cardinality bounded.
+serve` does), so `/metrics` reports the whole server, not one worker. Each gauge says how its workers'
+values merge: `live*` modes count only running workers (the supervisor in gateway/processes/supervisor.py
+removes a dead worker's files), `mostrecent` takes the last write (the controller's leader's view).
+Labels take only configured names (aliases, versions), keeping cardinality bounded.
 """
 
 from __future__ import annotations
@@ -117,12 +119,12 @@ IN_FLIGHT = Gauge(
 )
 REDIS_UP = Gauge(
     "cliffguard_redis_up",
-    "1 when this process can reach Redis (min over processes).",
+    "1 when every worker of this server can reach Redis (min over running workers).",
     multiprocess_mode="livemin",
 )
 STATE_REVISION = Gauge(
     "cliffguard_state_revision",
-    "Rollout state revision loaded by this process (min over processes).",
+    "Rollout state revision loaded by the server's workers (the oldest, over running workers).",
     multiprocess_mode="livemin",
 )
 CANDIDATE_WEIGHT = Gauge(

