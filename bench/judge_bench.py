@@ -22,7 +22,8 @@ from _support import HARNESS, REPO, wait  # bench/ is on sys.path when run as a 
 from gateway.proxy.sampling import RequestSampler
 from judges.config import JudgingConfig
 from judges.queue import JudgeQueue
-from judges.sampling import Sampler, SamplingConfig, make_redactor
+from judges.redaction import Redactor
+from judges.sampling import Sampler, SamplingConfig
 from judges.sink import SampleSink
 from judges.worker import JudgeWorker
 from router.classify import Label
@@ -41,12 +42,12 @@ STREAM = [b'data: {"choices":[{"index":0,"delta":{"content":"word "}}]}\n\n' for
 
 
 async def request_path_cost(queue: JudgeQueue, n: int) -> None:
-    sink = SampleSink(queue, buffer_size=1_000_000, max_per_second=1e9, max_per_day=10**9)
+    sink = SampleSink(queue, buffer_size=1_000_000, max_per_second=10**9, max_per_day=10**9)
     alias = AliasState(name="bot", stable="v1", candidate="v2", weight_bp=1000, rollout_id="r1")
     version = VersionRecord(name="v1", base_url="http://x/v1", model="m")
     for rate, what in ((0.0, "not sampled"), (1.0, "sampled, plain answer"), (1.0, "sampled, 16-chunk stream")):
-        rs = RequestSampler(Sampler(SamplingConfig(default_rate=rate, min_per_window=0)), sink,
-                            make_redactor(SamplingConfig()), True)
+        cfg = SamplingConfig(default_rate=rate, min_per_window=0, max_per_second=10**9, max_per_day=10**9)
+        rs = RequestSampler(Sampler(cfg), sink, Redactor.from_config(cfg), True)
         stream = "stream" in what
         times = []
         for i in range(n):
@@ -76,7 +77,7 @@ async def worker_throughput(client, prefix: str, pairs: int) -> None:
               "served_version": "v1", "served_arm": "stable", "stable": "v1", "candidate": "v2",
               "messages": BODY["messages"], "answer": "The sea sighs " * 20, "params": {"max_tokens": 64}}
     payloads = [orjson.dumps({**sample, "request_id": f"bench-{i}", "ts": time.time()}) for i in range(pairs)]
-    await queue.append(payloads, 1e9, 10**9)
+    await queue.append([(time.time(), p) for p in payloads], 10**9, 10**9)
     state = LiveState(store)
     await state.start()
     w = JudgeWorker(cfg, queue, state)

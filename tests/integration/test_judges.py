@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from gateway.cli import app as cli
 from judges.config import JudgingConfig
 from judges.queue import GROUP, JudgeQueue
 from judges.records import Sample
+from judges.sink import SampleSink
 from judges.worker import JudgeWorker
 from monitoring import guards
 from monitoring import metrics as m
@@ -28,8 +30,10 @@ from tests.support.servers import RedisServer, ThreadServer
 MSG = "Explain photosynthesis in two sentences."
 
 
-def judging(judge_url: str, sampling: dict[str, Any] | None = None, **worker: Any) -> dict[str, Any]:
+def judging(judge_url: str, sampling: dict[str, Any] | None = None, single: bool = False,
+            **worker: Any) -> dict[str, Any]:
     return {
+        "single_when_no_candidate": single,
         "sampling": {"default_rate": 1.0, "min_per_window": 0, "max_per_second": 1000, **(sampling or {})},
         "judge": {"base_url": f"{judge_url}/v1", "model": "scripted-judge", "timeout_s": 10},
         "worker": {"claim_idle_s": 0.3, "retry_backoff_s": 0.01, "metrics_port": None, **worker},
@@ -41,13 +45,14 @@ class Rig:
 
     def __init__(self, backend_factory: Callable[..., Any], gateway_factory: Callable[..., ThreadServer],
                  redis_url: str, prefix: str, judge_mode: str = "prefer:candidate", weight: float = 0.0,
-                 candidate: bool = True, sampling: dict[str, Any] | None = None, **worker: Any) -> None:
+                 candidate: bool = True, sampling: dict[str, Any] | None = None, single: bool = False,
+                 **worker: Any) -> None:
         self.stable, s = backend_factory("stable", model="base", text="the stable version answers this well")
         self.cand, c = backend_factory("cand", model="ft", text="the candidate version answers this better")
         self.judge = FakeJudge(judge_mode)
         self.judge_srv = ThreadServer(self.judge.app).start()
         self.redis_url, self.prefix = redis_url, prefix
-        self.cfg = JudgingConfig.model_validate(judging(self.judge_srv.url, sampling, **worker))
+        self.cfg = JudgingConfig.model_validate(judging(self.judge_srv.url, sampling, single, **worker))
         alias = {"name": "bot", "stable": "v1"} | ({"candidate": "v2", "weight_pct": weight} if candidate else {})
         self.gw = gateway_factory([{"name": "v1", "base_url": f"{s.url}/v1", "model": "base"},
                                    {"name": "v2", "base_url": f"{c.url}/v1", "model": "ft"}], [alias],
@@ -238,7 +243,7 @@ async def test_redelivered_and_duplicate_samples_count_once(rig):
     client, q, _ = r.state()
     await r.queued(q, 1)
     [(_, fields)] = await client.xrange(q.keys.samples)
-    await q.append([fields[b"sample"]] * 2, 1000, 10_000)  # the same sample delivered three times
+    await q.append([(time.time(), fields[b"sample"])] * 2, 1000, 10_000)  # the same sample three times
     await client.aclose()
     w = await r.work_until(lambda w: w.stats.judged + w.stats.duplicates >= 3)
     assert w.stats.judged == 1 and w.stats.duplicates == 2
@@ -315,20 +320,54 @@ async def test_opt_out_and_redaction(rig):
 
 
 async def test_single_answer_mode_without_a_candidate(rig):
-    r = rig(judge_mode="rating:7", candidate=False)
+    r = rig(judge_mode="rating:7", candidate=False, single=True)
     r.ask(2)
     await r.work_until(lambda w: w.stats.judged >= 2)
     assert (await stats(r))["knowledge"] == {"rated": 2, "rating_sum": 14}
 
 
-async def test_global_budget_holds_over_10k_samples(redis_srv, key_prefix):
+async def test_without_a_candidate_nothing_is_sampled_unless_configured(rig):
+    r = rig(candidate=False)  # single-answer mode is off by default: no rollout, no stored prompts
+    assert all(x.status_code == 200 for x in r.ask(4))
+    await asyncio.sleep(0.3)
+    client, q, _ = r.state()
+    assert not await client.exists(q.keys.samples)
+    await client.aclose()
+
+
+async def test_global_budget_holds_over_10k_attempts_from_two_replicas(redis_srv, key_prefix):
+    """10,000 candidates from two replicas over 4 seconds, 50/s and 180/day allowed: each second admits its
+    own 50, in order, the day stops at 180, and every candidate is decided (nothing left waiting)."""
+    clients = [connect(redis_srv.url), connect(redis_srv.url)]
+    replicas = [JudgeQueue(c, key_prefix) for c in clients]
+    t0 = 86400 * 20_000 + 1_000.0
+    admitted, over = 0, 0
+    for second in range(4):  # 1,250 attempts per replica per second, interleaved in batches
+        for _ in range(5):
+            for q in replicas:
+                cands = [(t0 + second + i / 250, b'{"n": %d}' % second) for i in range(250)]
+                res = await q.append(cands, max_per_second=50, max_per_day=180)
+                assert res.processed == 250
+                admitted, over = admitted + res.admitted, over + res.over_budget
+    assert admitted == 180 and over == 10_000 - 180  # 50 + 50 + 50 + 30: the day budget ends it
+    rows = await clients[0].xrange(replicas[0].keys.samples)
+    per_second = Counter(int(json.loads(f[b"sample"])["n"]) for _, f in rows)
+    assert per_second == {0: 50, 1: 50, 2: 50, 3: 30}
+    for c in clients:
+        await c.aclose()
+
+
+async def test_a_full_stream_defers_appends_and_never_trims_unjudged_samples(redis_srv, key_prefix):
     client = connect(redis_srv.url)
-    q = JudgeQueue(client, key_prefix)
-    payloads = [b"{}"] * 10_000
-    appended, refused = 0, 0
-    for second in range(4):  # 2,500 attempts in each of 4 seconds, 50/s allowed
-        a, f = await q.append(payloads[:2_500], max_per_second=50, max_per_day=180, now=1_000_000.0 + second)
-        appended, refused = appended + a, refused + f
-    assert appended == 180 and refused == 10_000 - 180  # 50 + 50 + 50 + 30: the day budget ends it
-    assert await client.xlen(q.keys.samples) == 180
+    sink = SampleSink(JudgeQueue(client, key_prefix, maxlen=5), buffer_size=100, max_per_second=100,
+                      max_per_day=1000)
+    for i in range(8):
+        sink.push(time.time(), f'{{"i": {i}}}'.encode())
+    assert not await sink.flush_once()  # 5 fit; the rest wait in order, nothing is dropped or trimmed
+    assert await client.xlen(sink.queue.keys.samples) == 5 and [json.loads(p)["i"] for _, p in sink.buffer] == [5, 6, 7]
+    await sink.queue.ensure_group()
+    taken = await sink.queue.read("w", 10, 0)
+    await client.xack(sink.queue.keys.samples, GROUP, *[i for i, _ in taken])
+    assert await sink.queue.trim_done() == 5  # judged ones go; then the waiting ones fit
+    assert await sink.flush_once() and await client.xlen(sink.queue.keys.samples) == 3
     await client.aclose()
