@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 GROUP = "judges"
 BUDGET_SECONDS_KEPT_S = 7200  # the per-second counters outlive any outage a buffer or a spill file spans
 BUDGET_DAYS_KEPT_S = 172_800
+COUNT_EXACT = 1000  # undelivered entries counted one by one up to this many
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 
@@ -182,7 +183,7 @@ class JudgeQueue:
         (a restarted worker that kept its name)."""
         try:
             resp = await self.r.xreadgroup(GROUP, consumer, {self.keys.samples: "0" if own_pending else ">"},
-                                           count=count, block=None if own_pending else block_ms)
+                                           count=count, block=None if own_pending or block_ms <= 0 else block_ms)
         except aioredis.ResponseError as e:
             if "NOGROUP" not in str(e):
                 raise
@@ -248,26 +249,23 @@ class JudgeQueue:
     async def backlog(self, now: float | None = None) -> tuple[int, float]:
         """Samples not yet judged (pending + undelivered) and the age in seconds of the oldest one.
 
-        `lag` from XINFO GROUPS is only a hint: Redis 7 leaves it wrong for good once entries ahead of the
-        group were trimmed (it counted thousands when nothing was undelivered). So nothing is undelivered
-        when the group has delivered the stream's last id or no entry follows its last-delivered id, and
-        otherwise it is at most the stream's length."""
+        Undelivered entries are counted from the stream itself, after the group's last-delivered id. The
+        group's `lag` is used only past COUNT_EXACT entries: Redis 7 keeps it wrong for good once entries ahead
+        of the group were trimmed (it reported thousands of unjudged samples when there were none)."""
         now = time.time() if now is None else now
         group = await self._group()
         if group is None:
             return 0, 0.0
         key = self.keys.samples
-        info: dict[str, Any] = await self.r.xinfo_stream(key)
         pending: dict[str, Any] = await self.r.xpending(key, GROUP)
-        after_last = f"({_s(group['last-delivered-id'])}"
-        first_undelivered = [i for i, _ in await self.r.xrange(key, min=after_last, max="+", count=1)]
-        if not first_undelivered or _id(group["last-delivered-id"]) >= _id(info["last-generated-id"]):
-            undelivered = 0
-        elif group.get("lag") is not None:
-            undelivered = min(int(group["lag"]), int(info["length"]))
-        else:  # Redis lost track (e.g. after a restart): count, bounded
-            undelivered = len(await self.r.xrange(key, min=after_last, max="+", count=10_000))
-        oldest = ([pending["min"]] if pending["pending"] else []) + first_undelivered
+        after = [i for i, _ in await self.r.xrange(key, min=f"({_s(group['last-delivered-id'])}", max="+",
+                                                   count=COUNT_EXACT + 1)]
+        undelivered = len(after)
+        if undelivered > COUNT_EXACT:  # a big backlog: the lag, if it is possible at all, else the length
+            length = int(await self.r.xlen(key))
+            lag = group.get("lag")
+            undelivered = int(lag) if lag is not None and COUNT_EXACT < int(lag) <= length else length
+        oldest = ([pending["min"]] if pending["pending"] else []) + after[:1]
         age = max((now - _id(i)[0] / 1000 for i in oldest), default=0.0)
         return int(pending["pending"]) + undelivered, max(age, 0.0)
 
