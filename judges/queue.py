@@ -207,15 +207,17 @@ class JudgeQueue:
             pipe.exists(self.keys.worker(name))
         return [c for c, up in zip(idle, await pipe.execute(), strict=True) if not up]
 
-    async def claim_from(self, gone: str, me: str, count: int) -> list[Entry]:
-        """Take over up to `count` of a gone consumer's pending entries at once (no idle wait); forget the
-        consumer once it holds none."""
+    async def claim_from(self, gone: str, me: str, count: int, idle_s: float) -> list[Entry]:
+        """Take over up to `count` of a gone consumer's pending entries (idle as long as the consumer: a
+        second worker claiming at the same moment gets none of them); forget the consumer once it holds
+        none."""
         pending: list[dict[str, Any]] = await self.r.xpending_range(self.keys.samples, GROUP, min="-", max="+",
                                                                    count=count, consumername=gone)
         if not pending:
             await self.r.xgroup_delconsumer(self.keys.samples, GROUP, gone)  # it holds nothing now
             return []
-        claimed: list[Entry] = await self.r.xclaim(self.keys.samples, GROUP, me, 0, [p["message_id"] for p in pending])
+        claimed: list[Entry] = await self.r.xclaim(self.keys.samples, GROUP, me, int(idle_s * 1000),
+                                                   [p["message_id"] for p in pending])
         return [e for e in claimed if e and e[1]]
 
     async def claim_idle(self, me: str, idle_s: float, count: int) -> list[Entry]:

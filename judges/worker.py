@@ -119,8 +119,6 @@ class JudgeWorker:
                 log.error("redis refused a command: %s", e)
                 await asyncio.sleep(1.0)
                 continue
-            except asyncio.CancelledError:
-                break
             for entry_id, fields in entries:
                 await slots.acquire()
                 t = asyncio.create_task(self._handle(entry_id, fields))
@@ -171,7 +169,7 @@ class JudgeWorker:
         (a live worker's failed ones). Also trims what every worker is done with."""
         out: list[Entry] = []
         for gone, _ in await self.queue.gone_consumers(self.consumer, self.cfg.worker.dead_after_s):
-            taken = await self.queue.claim_from(gone, self.consumer, count - len(out))
+            taken = await self.queue.claim_from(gone, self.consumer, count - len(out), self.cfg.worker.dead_after_s)
             if taken:
                 m.JUDGE_RECLAIMED.labels("gone").inc(len(taken))
                 log.warning("took over %d samples of worker %s (gone)", len(taken), gone)
