@@ -92,15 +92,14 @@ async def worker_throughput(client, prefix: str, pairs: int) -> None:
     w = JudgeWorker(cfg, queue, state)
     t = time.perf_counter()
     task = asyncio.create_task(w.run())
-    while w.stats.judged < pairs:
-        await asyncio.sleep(0.05)
+    await _until(lambda: _true(w.stats.judged + w.stats.dead >= pairs), 300, "throughput run")
     dt = time.perf_counter() - t
     w.stop()
     await task
     await w.http.close()
     await state.stop()
     print(f"one worker: {pairs} pairs (1 generation + 2 judge calls each) in {dt:.1f}s = {pairs / dt:.0f} pairs/s "
-          f"(concurrency 32, failures {w.stats.failed_attempts})")
+          f"(concurrency 32, failed attempts {w.stats.failed_attempts}, dead-lettered {w.stats.dead})")
 
 
 class OwnRedis:
@@ -188,7 +187,6 @@ async def outage(offered_per_s: float, outage_s: float, before_s: float, after_s
     over0 = m.SAMPLES_OVER_BUDGET._value.get()
     n = 0
     t_start = time.monotonic()
-    restarted = 0.0
 
     async def offer(seconds: float) -> None:
         nonlocal n
@@ -201,15 +199,17 @@ async def outage(offered_per_s: float, outage_s: float, before_s: float, after_s
                             answer_bytes=[ANSWER], stream=False)
             await asyncio.sleep(1 / offered_per_s)
 
+    stats_key = JudgeQueue(client, prefix).keys.stats("bot", "r1")
     await offer(before_s)
     srv.kill()
     await offer(outage_s)
     restarted = srv.start()
+    held = sum(min(cfg.max_per_second, k) for k in Counter(pushed).values())  # everything sampled so far
+    flushed = asyncio.create_task(_until(lambda: _true(all(not r.sink.buffer for r in replicas)), 60, "flushed"))
+    caught_up = asyncio.create_task(_until(lambda: _judged(client, stats_key, held), 300, "outage judged"))
     await offer(after_s)
     expected = sum(min(cfg.max_per_second, k) for k in Counter(pushed).values())
-    flushed = await _until(lambda: _true(all(not r.sink.buffer for r in replicas)), 60, "buffers flushed")
-    stats_key = JudgeQueue(client, prefix).keys.stats("bot", "r1")
-    judged_at = await _until(lambda: _judged(client, stats_key, expected), 300, "all judged")
+    await _until(lambda: _judged(client, stats_key, expected), 300, "all judged")
     await asyncio.sleep(2)  # anything judged twice would show now
     n_stats = int(await client.hget(stats_key, "writing:n") or 0)
     unique = len(await client.zrange(JudgeQueue(client, prefix).keys.pairs("bot"), 0, -1))
@@ -219,8 +219,8 @@ async def outage(offered_per_s: float, outage_s: float, before_s: float, after_s
           f"{expected} within the budget of their second, {unique} judged ({n_stats} counted), "
           f"lost {expected - unique}, double-counted {n_stats - unique}, {over} over budget (not sampled), "
           f"dropped {m.SAMPLES_DROPPED.labels('overflow')._value.get():g}")
-    print(f"  recovery after Redis returned: buffers flushed in {flushed - restarted:.2f}s, "
-          f"everything judged {judged_at - restarted:.2f}s after the restart")
+    print(f"  recovery after Redis returned: the outage's buffers flushed {await flushed - restarted:.2f}s and "
+          f"everything sampled until then judged {await caught_up - restarted:.2f}s after the restart")
     worker.stop()
     await work
     for r in replicas:
@@ -255,7 +255,7 @@ async def reclaim(n: int, url: str) -> None:
     worker = _worker(client, prefix, state)
     t0 = time.monotonic()
     work = asyncio.create_task(worker.run())
-    done = await _until(lambda: _true(worker.stats.judged >= n), 300, "backlog judged")
+    done = await _until(lambda: _true(worker.stats.judged + worker.stats.dead >= n), 300, "backlog judged")
     print(f"reclaim: {n} samples pending under a killed worker, a new worker (dead_after_s "
           f"{worker.cfg.worker.dead_after_s:g}, claim_idle_s {worker.cfg.worker.claim_idle_s:g}) judged all in "
           f"{done - t0:.1f}s")
@@ -286,7 +286,7 @@ async def restart(n: int) -> None:
     await JudgeQueue(fresh, prefix).append([(time.time(), orjson.dumps({**sample, "request_id": f"n-{i}",
                                                                          "ts": time.time()})) for i in range(n)],
                                            10**9, 10**9)
-    done = await _until(lambda: _true(worker.stats.judged >= n), 300, "judged after restart")
+    done = await _until(lambda: _true(worker.stats.judged + worker.stats.dead >= n), 300, "judged after restart")
     print(f"restart: Redis SIGKILLed under a running worker and restarted 2s later; {n} new samples judged "
           f"{done - restarted:.2f}s after the restart")
     worker.stop()

@@ -172,7 +172,7 @@ class JudgeWorker:
             taken = await self.queue.claim_from(gone, self.consumer, count - len(out), self.cfg.worker.dead_after_s)
             if taken:
                 m.JUDGE_RECLAIMED.labels("gone").inc(len(taken))
-                log.warning("took over %d samples of worker %s (gone)", len(taken), gone)
+                log.info("took over %d samples of worker %s (gone)", len(taken), gone)
             out += taken
             if len(out) >= count:
                 return out
