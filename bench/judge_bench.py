@@ -46,6 +46,16 @@ BODY = {"model": "bot", "temperature": 0.2, "max_tokens": 64,
         "messages": [{"role": "system", "content": "You are helpful."},
                      {"role": "user", "content": "Write a short poem about the sea and the wind, please."}]}
 ANSWER = orjson.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": "The sea sighs " * 20}}]})
+SAMPLE = {"alias": "bot", "rollout_id": "r1", "category": "writing", "endpoint": "chat", "served_version": "v1",
+          "served_arm": "stable", "stable": "v1", "candidate": "v2", "messages": BODY["messages"],
+          "answer": "The sea sighs " * 20, "params": {"max_tokens": 64}}
+
+
+def queued_samples(tag: str, n: int) -> list[tuple[float, bytes]]:
+    now = time.time()
+    return [(now, orjson.dumps({**SAMPLE, "request_id": f"{tag}-{i}", "ts": now})) for i in range(n)]
+
+
 STREAM = [b'data: {"choices":[{"index":0,"delta":{"content":"word "}}]}\n\n' for _ in range(16)] + [b"data: [DONE]\n\n"]
 
 
@@ -74,22 +84,10 @@ async def request_path_cost(queue: JudgeQueue, n: int) -> None:
     print(f"background append to the Redis Stream: {pending} samples in {dt:.2f}s = {pending / dt:,.0f} samples/s")
 
 
-async def worker_throughput(client, prefix: str, pairs: int) -> None:
-    store = StateStore(client, prefix)
-    await store.write(versions=[VersionRecord(name=v, base_url=f"http://127.0.0.1:{UPSTREAM}/v1", model="fake-model")
-                                for v in ("v1", "v2")],
-                      aliases=[AliasState(name="bot", stable="v1", candidate="v2", rollout_id="r1")])
-    cfg = JudgingConfig.model_validate({"judge": {"base_url": f"http://127.0.0.1:{JUDGE}/v1", "max_concurrency": 32},
-                                        "worker": {"concurrency": 32, "metrics_port": None}})
-    queue = JudgeQueue(client, prefix)
-    sample = {"alias": "bot", "rollout_id": "r1", "category": "writing", "endpoint": "chat",
-              "served_version": "v1", "served_arm": "stable", "stable": "v1", "candidate": "v2",
-              "messages": BODY["messages"], "answer": "The sea sighs " * 20, "params": {"max_tokens": 64}}
-    payloads = [orjson.dumps({**sample, "request_id": f"bench-{i}", "ts": time.time()}) for i in range(pairs)]
-    await queue.append([(time.time(), p) for p in payloads], 10**9, 10**9)
-    state = LiveState(store)
-    await state.start()
-    w = JudgeWorker(cfg, queue, state)
+async def worker_throughput(url: str, prefix: str, pairs: int) -> None:
+    client, state = await _state(url, prefix)
+    w = _worker(client, prefix, state)
+    await w.queue.append(queued_samples("bench", pairs), 10**9, 10**9)
     t = time.perf_counter()
     task = asyncio.create_task(w.run())
     await _until(lambda: _true(w.stats.judged + w.stats.dead >= pairs), 300, "throughput run")
@@ -98,6 +96,7 @@ async def worker_throughput(client, prefix: str, pairs: int) -> None:
     await task
     await w.http.close()
     await state.stop()
+    await client.aclose()
     print(f"one worker: {pairs} pairs (1 generation + 2 judge calls each) in {dt:.1f}s = {pairs / dt:.0f} pairs/s "
           f"(concurrency 32, failed attempts {w.stats.failed_attempts}, dead-lettered {w.stats.dead})")
 
@@ -245,12 +244,8 @@ async def reclaim(n: int, url: str) -> None:
     prefix = f"judge-bench-reclaim-{os.getpid()}"
     client, state = await _state(url, prefix)
     q = JudgeQueue(client, prefix)
-    sample = {"alias": "bot", "rollout_id": "r1", "category": "writing", "endpoint": "chat", "served_version": "v1",
-              "served_arm": "stable", "stable": "v1", "candidate": "v2", "messages": BODY["messages"],
-              "answer": "The sea sighs " * 20, "params": {"max_tokens": 64}}
     await q.ensure_group()
-    await q.append([(time.time(), orjson.dumps({**sample, "request_id": f"r-{i}", "ts": time.time()}))
-                    for i in range(n)], 10**9, 10**9)
+    await q.append(queued_samples("r", n), 10**9, 10**9)
     await client.xreadgroup(GROUP, "killed-worker", {q.keys.samples: ">"}, count=n)
     worker = _worker(client, prefix, state)
     t0 = time.monotonic()
@@ -279,13 +274,8 @@ async def restart(n: int) -> None:
     srv.kill()
     await asyncio.sleep(2)
     restarted = srv.start()
-    sample = {"alias": "bot", "rollout_id": "r1", "category": "writing", "endpoint": "chat", "served_version": "v1",
-              "served_arm": "stable", "stable": "v1", "candidate": "v2", "messages": BODY["messages"],
-              "answer": "The sea sighs " * 20, "params": {"max_tokens": 64}}
     fresh = connect(srv.url, timeout_s=2)
-    await JudgeQueue(fresh, prefix).append([(time.time(), orjson.dumps({**sample, "request_id": f"n-{i}",
-                                                                         "ts": time.time()})) for i in range(n)],
-                                           10**9, 10**9)
+    await JudgeQueue(fresh, prefix).append(queued_samples("n", n), 10**9, 10**9)
     done = await _until(lambda: _true(worker.stats.judged + worker.stats.dead >= n), 300, "judged after restart")
     print(f"restart: Redis SIGKILLed under a running worker and restarted 2s later; {n} new samples judged "
           f"{done - restarted:.2f}s after the restart")
@@ -324,7 +314,7 @@ async def main() -> None:
         wait(f"http://127.0.0.1:{UPSTREAM}/health")
         wait(f"http://127.0.0.1:{JUDGE}/")
         await request_path_cost(JudgeQueue(client, prefix), a.n)
-        await worker_throughput(client, f"{prefix}-w", a.pairs)
+        await worker_throughput(a.redis, f"{prefix}-w", a.pairs)
         if a.faults:
             await outage(a.offered, a.outage_s, before_s=4.0, after_s=4.0)
             await reclaim(a.backlog, a.redis)
