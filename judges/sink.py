@@ -95,7 +95,8 @@ class SampleSink:
                 if await self.flush_once():
                     backoff = 0.05
                     continue
-                log.warning("judge stream full (%d); %d samples wait", self.queue.maxlen, len(self.buffer))
+                if backoff == 0.05:  # once per episode: the workers are far behind
+                    log.warning("judge stream full (%d); %d samples wait", self.queue.maxlen, len(self.buffer))
             except (RedisError, OSError) as e:
                 if self._stopping:
                     return  # stop() writes the buffer to disk
