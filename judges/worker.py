@@ -102,6 +102,7 @@ class JudgeWorker:
         log.info("worker %s consuming %s", self.consumer, self.queue.keys.samples)
         slots = asyncio.Semaphore(self.cfg.worker.concurrency)
         tasks: set[asyncio.Task[None]] = set()
+        in_hand: set[bytes] = set()  # entry ids being handled: a claim of our own slow one is not a second job
         # first what this consumer name was given before and never acknowledged (a restarted worker)
         backlog = await self._redis(self.queue.read, self.consumer, 10_000, 0, own_pending=True)
         last_claim, claiming = 0.0, False
@@ -110,7 +111,7 @@ class JudgeWorker:
             try:
                 entries, backlog = backlog[:free], backlog[free:]
                 if not entries and (claiming or time.monotonic() - last_claim > self._claim_every_s):
-                    entries = await self._redis(self._claim, free)
+                    entries = [e for e in await self._redis(self._claim, free) if e[0] not in in_hand]
                     claiming = len(entries) >= free  # a backlog: keep claiming as slots free up
                     last_claim = time.monotonic()
                 if not entries:
@@ -123,9 +124,11 @@ class JudgeWorker:
                 await slots.acquire()
                 t = asyncio.create_task(self._handle(entry_id, fields))
                 tasks.add(t)
+                in_hand.add(entry_id)
 
-                def done(t: asyncio.Task[None]) -> None:
+                def done(t: asyncio.Task[None], entry_id: bytes = entry_id) -> None:
                     tasks.discard(t)
+                    in_hand.discard(entry_id)
                     slots.release()
                     if not t.cancelled() and t.exception() is not None:
                         log.error("sample handling failed", exc_info=t.exception())
