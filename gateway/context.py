@@ -16,7 +16,8 @@ from gateway.processes.embedded_redis import EmbeddedRedis
 from gateway.proxy.sampling import RequestSampler
 from gateway.proxy.upstream import Backends
 from judges.queue import JudgeQueue
-from judges.sampling import Sampler, make_redactor
+from judges.redaction import Redactor
+from judges.sampling import Sampler
 from judges.sink import SampleSink
 from monitoring import metrics as m
 from monitoring.controller import Controller
@@ -40,19 +41,11 @@ def build_sampler(settings: Settings, store: StateStore) -> RequestSampler | Non
     j = settings.judging
     if not j.enabled:
         return None
-    sink = SampleSink(
-        JudgeQueue(store.redis, settings.key_prefix, j.stream_maxlen), buffer_size=j.sampling.buffer_size,
-        max_per_second=j.sampling.max_per_second, max_per_day=j.sampling.max_per_day,
-        on_flush=_count_flush, on_overflow=lambda: m.SAMPLES_DROPPED.labels("overflow").inc(),
-    )
+    sink = SampleSink(JudgeQueue(store.redis, settings.key_prefix, j.stream_maxlen), buffer_size=j.sampling.buffer_size,
+                      max_per_second=j.sampling.max_per_second, max_per_day=j.sampling.max_per_day,
+                      spill_dir=settings.data_dir / "judging")
     sink.start()
-    return RequestSampler(Sampler(j.sampling), sink, make_redactor(j.sampling), j.single_when_no_candidate)
-
-
-def _count_flush(appended: int, refused: int) -> None:
-    m.SAMPLES_QUEUED.inc(appended)
-    if refused:
-        m.SAMPLES_DROPPED.labels("budget").inc(refused)
+    return RequestSampler(Sampler(j.sampling), sink, Redactor.from_config(j.sampling), j.single_when_no_candidate)
 
 
 def build_controller(settings: Settings, store: StateStore, categories: list[str],

@@ -27,16 +27,20 @@ class WorkerConfig(BaseModel):
     concurrency: int = Field(16, ge=1, description="messages processed at once")
     max_attempts: int = Field(5, ge=1, description="deliveries before a message goes to the dead letters")
     retry_backoff_s: float = Field(0.5, gt=0, description="first in-process retry delay (doubles)")
-    claim_idle_s: float = Field(60.0, gt=0, description="pending this long: claimed from a dead worker")
+    claim_idle_s: float = Field(60.0, gt=0, description="pending this long under a live worker: claimed for a retry")
+    dead_after_s: float = Field(10.0, gt=0, description="a worker without a heartbeat this long is gone: its "
+                                                        "pending samples are claimed at once")
     pair_ttl_days: float = Field(30.0, gt=0)
     generation_timeout_s: float = Field(120.0, gt=0)
-    metrics_port: int | None = Field(9108, description="Prometheus port of the worker (None: off)")
+    metrics_port: int | None = Field(9108, description="Prometheus port of the worker (None: off); taken by "
+                                                       "another worker on the host: the next free one, logged")
 
 
 class JudgingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     enabled: bool = True
-    single_when_no_candidate: bool = Field(True, description="rate stable's answers 1-10 when nothing to compare")
+    single_when_no_candidate: bool = Field(
+        False, description="with no candidate, sample and rate stable's answers 1-10 (stores prompts with no rollout)")
     stream_maxlen: int = Field(100_000, gt=0)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)

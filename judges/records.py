@@ -11,9 +11,16 @@ from judges.answers import Answer
 # request fields that are not generation parameters
 _NOT_PARAMS = frozenset({"model", "messages", "prompt", "stream", "stream_options", "user", "metadata"})
 
+# our own identifiers and labels: the only fields stored unredacted (judges/redaction.py)
+SAMPLE_IDENTIFIERS = frozenset({"request_id", "alias", "rollout_id", "category", "endpoint", "served_version",
+                                "served_arm", "stable", "candidate", "ts"})
+PAIR_IDENTIFIERS = frozenset({"request_id", "alias", "rollout_id", "category", "mode", "stable", "candidate",
+                              "outcome", "decided_by", "rating", "verdicts", "position_consistent", "judge_model",
+                              "ts"})
+
 
 class Sample(BaseModel):
-    request_id: str
+    request_id: str  # the gateway's own id: decides sampling and exactly-once recording
     alias: str
     rollout_id: str
     category: str
@@ -27,6 +34,7 @@ class Sample(BaseModel):
     answer: Answer
     params: dict[str, Any] = Field(default_factory=dict)
     reference: str | None = None  # a reference answer the client sent (metadata.reference)
+    client_request_id: str | None = None  # the client's X-Request-Id, kept for correlation only
     ts: float
 
     def to_fields(self) -> dict[str, bytes]:
@@ -61,4 +69,5 @@ class PairResult(BaseModel):
     position_consistent: bool | None = None
     judge_explanations: list[str] = Field(default_factory=list)
     judge_model: str
+    client_request_id: str | None = None
     ts: float

@@ -1,9 +1,14 @@
-"""Which answered requests go to the judges. Pure apart from a per-process window counter.
+"""Which answered requests go to the judges. Pure apart from per-process counters.
 
-Deterministic from the request id: a request is sampled when hash(request id) falls below its
-category's rate, or when its category has had fewer than `min_per_window` samples in the current window
-(so rare categories still get evidence). The global budget (per second, per day) is enforced in Redis
-when samples are appended (judges/queue.py), so it holds across all replicas.
+Deterministic from the gateway's own request id (random, never the client's): a request is a candidate
+when hash(request id) falls below its category's rate, or when its category has had fewer than
+`min_per_window` samples in the current window (so rare categories still get evidence).
+
+The global budget (per second, per day) decides which candidates are sampled, by the second each was
+answered in. `LocalBudget` stops a process early, once it alone has reached the budget of a second or a
+day (a candidate past that could never be admitted); Redis then admits candidates in order against the
+counters of their own second and day, across all replicas (judges/queue.py). A Redis outage delays that
+admission but does not change it, so an outage loses nothing the budget would have taken.
 """
 
 from __future__ import annotations
@@ -23,14 +28,15 @@ class SamplingConfig(BaseModel):
     rates: dict[str, float] = Field(default_factory=dict, description="per-category rate (rare ones higher)")
     min_per_window: int = Field(5, ge=0, description="sample at least this many per category per window")
     window_s: float = Field(300.0, gt=0)
-    max_per_second: float = Field(10.0, gt=0, description="global budget, all replicas")
+    max_per_second: int = Field(10, ge=1, description="global budget, all replicas: samples per second answered")
     max_per_day: int = Field(100_000, gt=0, description="global budget, all replicas")
     opt_out_header: str = Field("x-cliffguard-no-sample", description="a client sending it is never sampled")
     redact_patterns: list[str] = Field(
         default_factory=lambda: [r"[\w.+-]+@[\w-]+\.[\w.-]+", r"\b\d(?:[ -]?\d){12,18}\b"],
-        description="regexes replaced by [REDACTED] in stored prompts (default: emails, card-like numbers)")
-    redact_hook: str | None = Field(None, description="'module:function' taking and returning the text")
-    buffer_size: int = Field(10_000, ge=1, description="samples held in memory while Redis is unreachable")
+        description="regexes replaced by [REDACTED] in everything stored (default: emails, card-like numbers)")
+    redact_hook: str | None = Field(None, description="'module:function' taking and returning each stored text")
+    buffer_size: int = Field(10_000, ge=1, description="samples held in memory while Redis is unreachable "
+                                                       "(past it the oldest is lost, counted and alerted)")
 
     @field_validator("rates")
     @classmethod
@@ -79,18 +85,27 @@ class Sampler:
         return take
 
 
-def make_redactor(cfg: SamplingConfig) -> Callable[[str], str]:
-    patterns = [re.compile(p) for p in cfg.redact_patterns]
-    hook: Callable[[str], str] | None = None
-    if cfg.redact_hook:
-        import importlib
+@dataclass
+class LocalBudget:
+    """This process's view of the global budget: once it alone has taken `per_second` candidates in a
+    second (or `per_day` in a day), Redis would refuse the rest of that second (day) anyway, so they are
+    never buffered. Keeps a Redis outage's buffer to at most the budget's worth of samples."""
 
-        module, _, name = cfg.redact_hook.partition(":")
-        hook = getattr(importlib.import_module(module), name)
+    per_second: int
+    per_day: int
+    _second: int = field(default=-1, init=False)
+    _in_second: int = field(default=0, init=False)
+    _day: int = field(default=-1, init=False)
+    _in_day: int = field(default=0, init=False)
 
-    def redact(text: str) -> str:
-        for p in patterns:
-            text = p.sub("[REDACTED]", text)
-        return hook(text) if hook else text
-
-    return redact
+    def take(self, now: float) -> bool:
+        second, day = int(now), int(now // 86400)
+        if second != self._second:
+            self._second, self._in_second = second, 0
+        if day != self._day:
+            self._day, self._in_day = day, 0
+        if self._in_second >= self.per_second or self._in_day >= self.per_day:
+            return False
+        self._in_second += 1
+        self._in_day += 1
+        return True

@@ -4,36 +4,46 @@ For each sample (a Redis Stream entry, read through the consumer group `judges`)
 version's answer to the same prompt with the same parameters (non-streamed, never shown to users); ask
 the judge in both orders; combine into +1/0/-1 for the candidate; store the pair and add the counts in
 one idempotent Redis script; acknowledge. Delivery is at-least-once: a failure leaves the entry pending,
-any worker claims it after `claim_idle_s`, and after `max_attempts` deliveries it goes to the dead
-letters. A redelivered entry that was already recorded is only acknowledged.
+any worker claims it after `claim_idle_s` (at once when its worker is gone: no heartbeat for
+`dead_after_s`), and after `max_attempts` deliveries it goes to the dead letters. A redelivered entry that
+was already recorded is only acknowledged. Every Redis call goes through one retry with backoff, so a
+Redis restart (which leaves the pooled connections stale) only pauses the work.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from judges import answers
 from judges.answers import Answer
 from judges.config import JudgingConfig
 from judges.openai_http import CallFailed, OpenAIHTTP
 from judges.prompts import pairwise_messages, question_text, single_messages
-from judges.queue import GROUP, JudgeQueue
-from judges.records import PairResult, Sample
+from judges.queue import GROUP, Entry, JudgeQueue
+from judges.records import PAIR_IDENTIFIERS, PairResult, Sample
+from judges.redaction import Redactor
 from judges.verdicts import ParseFailure, Verdict, combine, parse_pairwise, parse_rating
 from monitoring import metrics as m
 from monitoring.guards import GuardCounters
 from router.live_state import LiveState
 
 log = logging.getLogger("cliffguard.worker")
+
+T = TypeVar("T")
+_REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)  # retried; other Redis errors are answers
 
 
 # outcome for the candidate -> (stats hash field, metric label)
@@ -78,62 +88,112 @@ class JudgeWorker:
         self._judge_slots = asyncio.Semaphore(cfg.judge.max_concurrency)
         self._stopping = asyncio.Event()
         self._ttl_s = int(cfg.worker.pair_ttl_days * 86400)
+        self.redactor = Redactor.from_config(cfg.sampling)  # the generated answer and the judge's words too
+        self._beat_s = min(2.0, cfg.worker.dead_after_s / 4)
         # shadow generations are the other version's requests: the operational guards count them too
         self.guards = GuardCounters(queue.redis, queue.keys.prefix)
 
     # -- loop --------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        await self.queue.ensure_group()
+        await self._redis(self.queue.ensure_group)
         self.guards.start()
+        beat = asyncio.create_task(self._heartbeat(), name="cliffguard-worker-heartbeat")
         log.info("worker %s consuming %s", self.consumer, self.queue.keys.samples)
         slots = asyncio.Semaphore(self.cfg.worker.concurrency)
         tasks: set[asyncio.Task[None]] = set()
-        last_claim = 0.0
+        in_hand: set[bytes] = set()  # entry ids being handled: a claim of our own slow one is not a second job
+        # first what this consumer name was given before and never acknowledged (a restarted worker)
+        backlog = await self._redis(self.queue.read, self.consumer, 10_000, 0, own_pending=True)
+        last_claim, claiming = 0.0, False
         while not self._stopping.is_set():
+            free = max(1, self.cfg.worker.concurrency - len(tasks))
             try:
-                entries: list[tuple[bytes, dict[bytes, bytes]]] = []
-                if time.monotonic() - last_claim > min(self.cfg.worker.claim_idle_s / 2, 5.0):
-                    entries = await self._claim()
+                entries, backlog = backlog[:free], backlog[free:]
+                if not entries and (claiming or time.monotonic() - last_claim > self._claim_every_s):
+                    entries = [e for e in await self._redis(self._claim, free) if e[0] not in in_hand]
+                    claiming = len(entries) >= free  # a backlog: keep claiming as slots free up
                     last_claim = time.monotonic()
                 if not entries:
-                    entries = await self._read(max(1, self.cfg.worker.concurrency - len(tasks)))
-            except (RedisError, OSError) as e:
-                log.warning("redis unavailable (%s); retrying", e)
+                    entries = await self._redis(self.queue.read, self.consumer, free, 500)
+            except RedisError as e:  # an answer, not an outage (e.g. a command refused): log, go on
+                log.error("redis refused a command: %s", e)
                 await asyncio.sleep(1.0)
                 continue
             for entry_id, fields in entries:
                 await slots.acquire()
                 t = asyncio.create_task(self._handle(entry_id, fields))
                 tasks.add(t)
+                in_hand.add(entry_id)
 
-                def done(t: asyncio.Task[None]) -> None:
+                def done(t: asyncio.Task[None], entry_id: bytes = entry_id) -> None:
                     tasks.discard(t)
+                    in_hand.discard(entry_id)
                     slots.release()
+                    if not t.cancelled() and t.exception() is not None:
+                        log.error("sample handling failed", exc_info=t.exception())
                 t.add_done_callback(done)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        beat.cancel()
+        await asyncio.gather(beat, return_exceptions=True)
         await self.guards.stop()
 
     def stop(self) -> None:
         self._stopping.set()
 
-    async def _read(self, count: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        resp = await self.r.xreadgroup(GROUP, self.consumer, {self.queue.keys.samples: ">"},
-                                                 count=count, block=500)
-        return [e for _, entries in resp for e in entries] if resp else []
+    @property
+    def _claim_every_s(self) -> float:
+        return min(self.cfg.worker.claim_idle_s / 2, self.cfg.worker.dead_after_s / 2, 5.0)
 
-    async def _claim(self) -> list[tuple[bytes, dict[bytes, bytes]]]:
-        """Entries pending longer than claim_idle_s (a dead worker's, or our own failed ones)."""
-        idle_ms = int(self.cfg.worker.claim_idle_s * 1000)
-        res = await self.r.xautoclaim(self.queue.keys.samples, GROUP, self.consumer, idle_ms,
-                                                start_id="0-0", count=self.cfg.worker.concurrency)
-        return [(i, f) for i, f in res[1] if f]
+    async def _redis(self, call: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """One Redis call, retried with backoff while Redis is unreachable (a restart leaves every pooled
+        connection stale: the first command on each fails). Gives up only when the worker stops."""
+        backoff = 0.05
+        while True:
+            try:
+                return await call(*args, **kwargs)
+            except _REDIS_DOWN as e:
+                if self._stopping.is_set():
+                    raise
+                log.warning("redis unavailable (%s); retrying in %.2fs", e, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+
+    async def _heartbeat(self) -> None:
+        """Tells the other workers this consumer is alive, whatever it is busy with."""
+        while True:
+            with contextlib.suppress(*_REDIS_DOWN):  # the work loop reports the outage; the beat resumes with Redis
+                await self.queue.heartbeat(self.consumer, self.cfg.worker.dead_after_s)
+            await asyncio.sleep(self._beat_s)
+
+    async def _claim(self, count: int) -> list[Entry]:
+        """Pending entries to take over: all of a gone worker's at once, then any pending past claim_idle_s
+        (a live worker's failed ones). Also trims what every worker is done with."""
+        out: list[Entry] = []
+        for gone, _ in await self.queue.gone_consumers(self.consumer, self.cfg.worker.dead_after_s):
+            taken = await self.queue.claim_from(gone, self.consumer, count - len(out), self.cfg.worker.dead_after_s)
+            if taken:
+                m.JUDGE_RECLAIMED.labels("gone").inc(len(taken))
+                log.info("took over %d samples of worker %s (gone)", len(taken), gone)
+            out += taken
+            if len(out) >= count:
+                return out
+        idle = await self.queue.claim_idle(self.consumer, self.cfg.worker.claim_idle_s, count - len(out))
+        if idle:
+            m.JUDGE_RECLAIMED.labels("idle").inc(len(idle))
+        out += idle
+        if not out:
+            await self.queue.trim_done()
+        return out
 
     async def _deliveries(self, entry_id: bytes) -> int:
-        info = await self.r.xpending_range(self.queue.keys.samples, GROUP, min=entry_id,
-                                                     max=entry_id, count=1)
+        info = await self._redis(lambda: self.r.xpending_range(self.queue.keys.samples, GROUP, min=entry_id,
+                                                               max=entry_id, count=1))
         return int(info[0]["times_delivered"]) if info else 1
+
+    async def _ack(self, entry_id: bytes) -> None:
+        await self._redis(lambda: self.r.xack(self.queue.keys.samples, GROUP, entry_id))
 
     # -- one entry ---------------------------------------------------------------------------------
 
@@ -143,9 +203,9 @@ class JudgeWorker:
         except (ValidationError, KeyError) as e:
             await self._dead(entry_id, fields, f"malformed sample: {e}")
             return
-        if await self.r.exists(self.queue.keys.done(sample.request_id)):
+        if await self._redis(lambda: self.r.exists(self.queue.keys.done(sample.request_id))):
             self.stats.duplicates += 1  # judged before; this is a redelivery
-            await self.r.xack(self.queue.keys.samples, GROUP, entry_id)
+            await self._ack(entry_id)
             return
         if await self._deliveries(entry_id) > self.cfg.worker.max_attempts:
             await self._dead(entry_id, fields, "max_attempts exceeded")
@@ -156,7 +216,7 @@ class JudgeWorker:
                 recorded = await self._judge(sample)
                 self.stats.judged += int(recorded)
                 self.stats.duplicates += int(not recorded)
-                await self.r.xack(self.queue.keys.samples, GROUP, entry_id)
+                await self._ack(entry_id)
                 return
             except Skip as e:
                 await self._dead(entry_id, fields, str(e))
@@ -169,16 +229,18 @@ class JudgeWorker:
                 if attempt < 2:
                     await asyncio.sleep(delay)
                     delay *= 2
-            except (RedisError, OSError) as e:
+            except RedisError as e:  # not an outage (those are retried): leave it pending for a later try
                 log.warning("redis error while recording %s: %s", sample.request_id, e)
-                return  # left pending: claimed again later
+                return
         # still failing: leave it pending; it is claimed again after claim_idle_s
 
     async def _dead(self, entry_id: bytes, fields: dict[bytes, bytes], why: str) -> None:
-        pipe = self.r.pipeline(transaction=True)
-        pipe.xadd(self.queue.keys.dead, {**fields, b"reason": why.encode(), b"entry": entry_id})
-        pipe.xack(self.queue.keys.samples, GROUP, entry_id)
-        await pipe.execute()
+        async def move() -> None:
+            pipe = self.r.pipeline(transaction=True)
+            pipe.xadd(self.queue.keys.dead, {**fields, b"reason": why.encode(), b"entry": entry_id})
+            pipe.xack(self.queue.keys.samples, GROUP, entry_id)
+            await pipe.execute()
+        await self._redis(move)
         self.stats.dead += 1
         m.JUDGE_DEAD_LETTERS.inc()
         log.error("sample %s dead-lettered: %s", entry_id.decode(), why)
@@ -220,10 +282,8 @@ class JudgeWorker:
                           mode="pairwise", stable=s.stable, candidate=s.candidate, question=question,
                           stable_answer=stable, candidate_answer=cand, outcome=outcome, decided_by=decided_by,
                           verdicts=verdicts, position_consistent=consistent, judge_explanations=explanations,
-                          judge_model=self.cfg.judge.model, ts=time.time())
-        recorded = await self.queue.record(request_id=s.request_id, alias=s.alias, rollout_id=s.rollout_id,
-                                           pair_json=pair.model_dump_json(), ts=pair.ts, increments=incr,
-                                           ttl_s=self._ttl_s)
+                          judge_model=self.cfg.judge.model, client_request_id=s.client_request_id, ts=time.time())
+        recorded = await self._store(pair, incr)
         if recorded:
             m.JUDGED_PAIRS.labels(s.alias, s.candidate, s.category, label).inc()
             if not consistent:
@@ -235,15 +295,19 @@ class JudgeWorker:
         rating = parse_rating(text)
         pair = PairResult(request_id=s.request_id, alias=s.alias, rollout_id=s.rollout_id, category=s.category,
                           mode="single", stable=s.stable, candidate=None, question=question,
-                          stable_answer=s.answer, candidate_answer=None, rating=rating,
-                          judge_explanations=[text], judge_model=self.cfg.judge.model, ts=time.time())
-        recorded = await self.queue.record(
-            request_id=s.request_id, alias=s.alias, rollout_id=s.rollout_id, pair_json=pair.model_dump_json(),
-            ts=pair.ts, increments={f"{s.category}:rated": 1, f"{s.category}:rating_sum": round(rating)},
-            ttl_s=self._ttl_s)
+                          stable_answer=s.answer, candidate_answer=None, rating=rating, judge_explanations=[text],
+                          judge_model=self.cfg.judge.model, client_request_id=s.client_request_id, ts=time.time())
+        recorded = await self._store(pair, {f"{s.category}:rated": 1, f"{s.category}:rating_sum": round(rating)})
         if recorded:
             m.SINGLE_RATINGS.labels(s.alias, s.category).observe(rating)
         return recorded
+
+    async def _store(self, pair: PairResult, increments: dict[str, int]) -> bool:
+        """Redacted like the sample (the generated answer and the judge's words were never redacted), once."""
+        stored = self.redactor.record(pair, PAIR_IDENTIFIERS)
+        return await self._redis(lambda: self.queue.record(
+            request_id=pair.request_id, alias=pair.alias, rollout_id=pair.rollout_id,
+            pair_json=stored.model_dump_json(), ts=pair.ts, increments=increments, ttl_s=self._ttl_s))
 
     async def _generate(self, s: Sample, version_name: str) -> Answer:
         """The other version's answer to the sample's prompt (non-streamed, same parameters)."""
@@ -298,23 +362,7 @@ class JudgeWorker:
 
     async def export_queue_metrics(self) -> tuple[int, float]:
         """Samples not yet judged (pending + undelivered) and the age of the oldest one."""
-        r, key = self.r, self.queue.keys.samples
-        group = next((g for g in await r.xinfo_groups(key) if _s(g["name"]) == GROUP), None)
-        if group is None:
-            return 0, 0.0
-        pending = await r.xpending(key, GROUP)
-        after_last = f"({_s(group['last-delivered-id'])}"
-        undelivered = group.get("lag")  # Redis >= 7 counts it; older ones: count (bounded) ourselves
-        if undelivered is None:
-            undelivered = len(await r.xrange(key, min=after_last, max="+", count=10_000))
-        oldest = [pending["min"]] if pending["pending"] else []
-        oldest += [i for i, _ in await r.xrange(key, min=after_last, max="+", count=1)]
-        lag = max((time.time() - int(_s(i).split("-")[0]) / 1000 for i in oldest), default=0.0)
-        length = int(pending["pending"]) + int(undelivered)
+        length, lag = await self.queue.backlog()
         m.JUDGE_QUEUE_LENGTH.set(length)
         m.JUDGE_QUEUE_LAG.set(lag)
         return length, lag
-
-
-def _s(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v

@@ -99,7 +99,8 @@ SAMPLES = Counter(
 )
 SAMPLES_DROPPED = Counter(
     "cliffguard_samples_dropped_total",
-    "Samples not queued: buffer overflow while Redis was unreachable, or over the global judge budget.",
+    "Samples lost: the gateway's buffer overflowed (Redis unreachable too long), or a process stopping with "
+    "Redis unreachable could not write them to data_dir. Alerted (CliffguardSamplesLost).",
     ["reason"],
 )
 SAMPLES_QUEUED = Counter(
@@ -214,6 +215,33 @@ ROLLOUT_TRANSITIONS = Counter("cliffguard_rollout_transitions_total",
 GUARD_TRIPS = Counter("cliffguard_controller_guard_trips_total", "Rollbacks caused by an operational guard.",
                       ["alias", "guard"])
 WEBHOOKS = Counter("cliffguard_webhooks_total", "Webhook deliveries by result.", ["result"])
+
+
+# -- judging: sample durability and recovery (issue 12) -----------------------------------------------
+
+SAMPLES_OVER_BUDGET = Counter(
+    "cliffguard_samples_over_budget_total",
+    "Sampling candidates not taken because the global budget of the second (or day) they were answered in "
+    "was spent. Not a loss: the budget decides what is sampled.",
+)
+SAMPLE_BUFFER = Gauge(
+    "cliffguard_sample_buffer_length",
+    "Samples held in gateway memory for Redis (they wait while it is unreachable or the stream is full).",
+    multiprocess_mode="livesum",
+)
+SAMPLES_SPILLED = Counter(
+    "cliffguard_samples_spilled_total",
+    "Samples written to data_dir by a gateway process stopping while Redis was unreachable.",
+)
+SAMPLES_REPLAYED = Counter(
+    "cliffguard_samples_replayed_total",
+    "Samples read back from data_dir at start (written by a process that stopped while Redis was unreachable).",
+)
+JUDGE_RECLAIMED = Counter(
+    "cliffguard_judge_reclaimed_total",
+    "Pending samples a worker took over: from a worker that is gone (no heartbeat), or idle past claim_idle_s.",
+    ["reason"],
+)
 
 
 def render(*extra: Collector) -> tuple[bytes, str]:

@@ -67,10 +67,9 @@ def export(
             for i in range(0, len(ids), 500):
                 batch = ids[i:i + 500]
                 for raw in await client.mget([keys.pair(x.decode()) for x in batch]):
-                    if raw:  # expired pairs leave their id behind until the index is trimmed
+                    if raw:  # a pair expires a little before its index entry (trimmed by the next write)
                         sink.write(raw.decode() + "\n")
                         n += 1
-            await client.zremrangebyscore(keys.pairs(alias), "-inf", time.time() - 366 * 86400)
         finally:
             if output:
                 sink.close()

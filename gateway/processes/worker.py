@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import signal
 import time
 
@@ -34,6 +35,29 @@ async def _progress(worker: JudgeWorker, every_s: float) -> None:
                       f"dead {worker.stats.dead}  duplicates {worker.stats.duplicates}", highlight=False)
 
 
+PORTS_TRIED = 16  # the configured port and the next ones, then any free port
+
+
+def serve_metrics(port: int, host: str) -> int:
+    """Start the metrics endpoint on `port`, or, when another process on this host (a second worker) holds
+    it, on the next free one: several workers per host must not crash on their shared config."""
+    for p in range(port, port + PORTS_TRIED):
+        try:
+            start_http_server(p, addr=host)
+        except OSError as e:
+            if e.errno != errno.EADDRINUSE:
+                raise
+            continue
+        if p != port:
+            out.print(f"[yellow]metrics port {port} is in use (another worker on this host?): using {p}[/]",
+                      highlight=False)
+        return p
+    server, _ = start_http_server(0, addr=host)
+    chosen = int(server.server_port)
+    out.print(f"[yellow]metrics ports {port}-{port + PORTS_TRIED - 1} are in use: using {chosen}[/]", highlight=False)
+    return chosen
+
+
 async def run_worker(settings: Settings, progress_every_s: float = 5.0) -> None:
     cfg = settings.judging
     url = redis_url_for_tools(settings.redis_url, settings.data_dir)
@@ -42,13 +66,14 @@ async def run_worker(settings: Settings, progress_every_s: float = 5.0) -> None:
     state = LiveState(store, settings.state_refresh_s)
     await state.start()
     worker = JudgeWorker(cfg, JudgeQueue(client, settings.key_prefix, cfg.stream_maxlen), state)
-    if cfg.worker.metrics_port is not None:
-        start_http_server(cfg.worker.metrics_port, addr=settings.listen.host)
+    metrics_port = None if cfg.worker.metrics_port is None else serve_metrics(cfg.worker.metrics_port,
+                                                                            settings.listen.host)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, worker.stop)
+    metrics = f"metrics on :{metrics_port}" if metrics_port else "metrics off"
     out.print(f"[bold green]cliffguard worker[/] {worker.consumer}: judge {cfg.judge.model} at {cfg.judge.base_url}, "
-              f"metrics on :{cfg.worker.metrics_port}", highlight=False)
+              f"{metrics}", highlight=False)
     ticker = asyncio.create_task(_progress(worker, progress_every_s))
     try:
         await worker.run()

@@ -61,6 +61,7 @@ class Exchange:
     request_id: str
     label: Label | asyncio.Future[Label]
     opt_out: bool = False
+    client_request_id: str | None = None
     capture: list[bytes] | None = None  # the answer's bytes, kept when it may be sampled for judging
     upstream_s: float = 0.0  # time the backend held the request before its response head
     status: int = 0
@@ -94,7 +95,8 @@ class ProxyHandler:
     async def __call__(self, scope: Scope, receive: Receive, send: Send, endpoint: str) -> None:
         t0 = time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        request_id = headers.get("x-request-id") or os.urandom(12).hex()
+        # ours alone decides sampling and exactly-once judging; a client's X-Request-Id is kept for correlation
+        request_id = os.urandom(12).hex()
         try:
             ident = self.auth.client(headers.get("authorization"))
             if ident is None:
@@ -145,7 +147,8 @@ class ProxyHandler:
             if version is None:
                 raise GatewayError(503, f"Version {name!r} of `{alias.name}` is not registered.",
                                    "server_error", None, "version_missing")
-        ex = Exchange(t0, req, alias, version, arm, request_id, label, opt_out=self.opt_out_header in headers)
+        ex = Exchange(t0, req, alias, version, arm, request_id, label, opt_out=self.opt_out_header in headers,
+                      client_request_id=headers.get("x-request-id"))
         if self.sampler is not None and not ex.opt_out and self.sampler.wants_capture(alias):
             ex.capture = []
         return ex
@@ -202,7 +205,8 @@ class ProxyHandler:
         if ex.capture is not None and ex.status == 200 and self.sampler is not None:
             self.sampler.consider(request_id=ex.request_id, alias=ex.alias, version=ex.version, arm=ex.arm,
                                   endpoint=ex.req.endpoint, body=ex.req.body, opt_out=ex.opt_out, label=label,
-                                  answer_bytes=ex.capture, stream=ex.req.stream)
+                                  answer_bytes=ex.capture, stream=ex.req.stream,
+                                  client_request_id=ex.client_request_id)
 
     async def _open_upstream(self, ex: Exchange) -> aiohttp.ClientResponse | GatewayError:
         """Send to the chosen version. A candidate failing before its first byte (no connection, timeout, 5xx,

@@ -3,24 +3,26 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 from judges import answers
-from judges.records import Sample, generation_params
-from judges.sampling import Sampler
+from judges.records import SAMPLE_IDENTIFIERS, Sample, generation_params
+from judges.redaction import Redactor
+from judges.sampling import LocalBudget, Sampler
 from judges.sink import SampleSink
 from monitoring import metrics as m
 from router.classify import UNCLASSIFIED, Label
 from router.split import Arm
 from router.state import AliasState, VersionRecord
 
+CLIENT_ID_MAX = 128  # a client's X-Request-Id is stored for correlation; it may not bloat the sample
+
 
 class RequestSampler:
-    def __init__(self, sampler: Sampler, sink: SampleSink, redact: Callable[[str], str],
-                 single_when_no_candidate: bool) -> None:
+    def __init__(self, sampler: Sampler, sink: SampleSink, redactor: Redactor, single_when_no_candidate: bool) -> None:
         self.sampler = sampler
+        self.budget = LocalBudget(sampler.cfg.max_per_second, sampler.cfg.max_per_day)
         self.sink = sink
-        self.redact = redact
+        self.redactor = redactor
         self.single = single_when_no_candidate
 
     def wants_capture(self, alias: AliasState) -> bool:
@@ -28,7 +30,9 @@ class RequestSampler:
 
     def consider(self, *, request_id: str, alias: AliasState, version: VersionRecord, arm: str, endpoint: str,
                  body: dict[str, object], opt_out: bool, label: Label, answer_bytes: list[bytes],
-                 stream: bool) -> None:
+                 stream: bool, client_request_id: str | None = None) -> None:
+        """`request_id` is the gateway's own (random): a client cannot choose to be sampled, nor make two
+        requests one."""
         if arm not in (Arm.STABLE, Arm.CANDIDATE) or label.category == UNCLASSIFIED or not self.wants_capture(alias):
             return
         if not self.sampler.decide(request_id, label.category, opted_out=opt_out):
@@ -38,6 +42,10 @@ class RequestSampler:
                                                                                            endpoint)
         if answer is None:
             return
+        now = time.time()
+        if not self.budget.take(now):
+            m.SAMPLES_OVER_BUDGET.inc()
+            return
         messages = body.get("messages")
         meta = body.get("metadata")
         reference = meta.get("reference") if isinstance(meta, dict) else None
@@ -45,15 +53,10 @@ class RequestSampler:
             request_id=request_id, alias=alias.name, rollout_id=alias.rollout_id, category=label.category,
             endpoint=endpoint, served_version=version.name, served_arm=arm, stable=alias.stable,
             candidate=alias.candidate,
-            messages=[self._redacted(msg) for msg in messages if isinstance(msg, dict)]
-            if isinstance(messages, list) else None,
-            prompt=self.redact(prompt) if isinstance(prompt := body.get("prompt"), str) else prompt,
-            answer=answer, params=generation_params(dict(body)),
-            reference=reference if isinstance(reference, str) else None, ts=time.time(),
+            messages=[msg for msg in messages if isinstance(msg, dict)] if isinstance(messages, list) else None,
+            prompt=body.get("prompt"), answer=answer, params=generation_params(dict(body)),
+            reference=reference if isinstance(reference, str) else None,
+            client_request_id=client_request_id[:CLIENT_ID_MAX] if client_request_id else None, ts=now,
         )
-        self.sink.push(sample.model_dump_json().encode())
+        self.sink.push(now, self.redactor.record(sample, SAMPLE_IDENTIFIERS).model_dump_json().encode())
         m.SAMPLES.labels(alias.name, label.category).inc()
-
-    def _redacted(self, msg: dict[str, object]) -> dict[str, object]:
-        content = msg.get("content")
-        return {**msg, "content": self.redact(content)} if isinstance(content, str) else msg

@@ -1,5 +1,6 @@
-"""`cliffguard serve` + `cliffguard worker` as operators run them, on the embedded Redis: the worker finds
-it, judges, exports metrics, and a worker killed mid-way loses nothing after a restart."""
+"""`cliffguard serve` + `cliffguard worker` as operators run them, on the embedded Redis: workers find it,
+judge, export metrics (two on one host share a config, so the second takes the next metrics port), and a
+worker killed mid-way loses nothing: the other takes its samples over."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from tests.support.metrics import sample
 from tests.support.servers import ThreadServer, free_port
 
 
-def test_worker_process_on_embedded_redis_survives_restart(tmp_path, backend_factory):
+def test_two_workers_on_one_host_and_one_killed_lose_nothing(tmp_path, backend_factory):
     _, s = backend_factory("stable", model="base", text="stable answer")
     _, c = backend_factory("cand", model="ft", text="candidate answer is best", head_delay_s=0.2)
     judge = FakeJudge("prefer:candidate")
@@ -30,7 +31,8 @@ def test_worker_process_on_embedded_redis_survives_restart(tmp_path, backend_fac
                "aliases": [{"name": "bot", "stable": "v1", "candidate": "v2", "weight_pct": 0}],
                "judging": {"sampling": {"default_rate": 1.0, "min_per_window": 0, "max_per_second": 1000},
                            "judge": {"base_url": f"{judge_srv.url}/v1", "model": "scripted"},
-                           "worker": {"metrics_port": metrics_port, "claim_idle_s": 1.0, "concurrency": 2}}}
+                           "worker": {"metrics_port": metrics_port, "claim_idle_s": 60, "dead_after_s": 2,
+                                      "concurrency": 2}}}
         path = tmp_path / "cg.yaml"
         path.write_text(yaml.safe_dump(cfg))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("CLIFFGUARD_", "PROMETHEUS_"))}
@@ -43,16 +45,15 @@ def test_worker_process_on_embedded_redis_survives_restart(tmp_path, backend_fac
                 httpx.post(f"{url}/v1/chat/completions", headers={"x-cliffguard-category": "writing"},
                            json={"model": "bot", "messages": [{"role": "user", "content": f"poem {i}"}]})
             cmd = [sys.executable, "-m", "gateway.cli", "worker", "--config", str(path)]
-            workers.append(subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                                            stderr=subprocess.STDOUT))
+            for _ in range(2):  # the same config, so the same metrics port, on one host
+                workers.append(subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
+                                                stderr=subprocess.STDOUT))
             deadline = time.monotonic() + 30
-            while len(judge.calls) < 6:  # a few pairs judged, most still queued or in flight
-                assert time.monotonic() < deadline and workers[0].poll() is None
+            while len(judge.calls) < 6 or not all(_serves_metrics(p) for p in (metrics_port, metrics_port + 1)):
+                assert time.monotonic() < deadline and all(w.poll() is None for w in workers)
                 time.sleep(0.05)
             os.killpg(workers[0].pid, signal.SIGKILL)  # dies with messages in flight
             workers[0].wait()
-            workers.append(subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE,
-                                            stderr=subprocess.STDOUT))
             export_cmd = [sys.executable, "-m", "gateway.cli", "judgments", "export", "--alias", "bot",
                           "--config", str(path)]
             deadline = time.monotonic() + 60
@@ -63,7 +64,9 @@ def test_worker_process_on_embedded_redis_survives_restart(tmp_path, backend_fac
                 assert time.monotonic() < deadline, f"{len(pairs)} of 30 judged"
                 time.sleep(0.5)
             assert len(pairs) == 30 and len({p.split('"request_id":"')[1][:24] for p in pairs}) == 30
-            text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+            assert workers[1].poll() is None
+            survivor = next(p for p in (metrics_port, metrics_port + 1) if _serves_metrics(p))
+            text = httpx.get(f"http://127.0.0.1:{survivor}/metrics", timeout=5).text
             assert sample(text, "cliffguard_judged_pairs_total", alias="bot", category="writing", outcome="win") > 0
             assert "cliffguard_judge_queue_length" in text and "cliffguard_judge_latency_seconds" in text
         finally:
@@ -72,3 +75,12 @@ def test_worker_process_on_embedded_redis_survives_restart(tmp_path, backend_fac
                     os.killpg(w.pid, signal.SIGINT)
                     w.wait(timeout=15)
             stop(gw)
+        logs = b"".join(w.stdout.read() for w in workers if w.stdout).decode()
+        assert f"metrics port {metrics_port} is in use" in logs  # said, not crashed on
+
+
+def _serves_metrics(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False

@@ -6,8 +6,9 @@ import pytest
 from judges import answers
 from judges.answers import Answer, ToolCall
 from judges.prompts import pairwise_messages, question_text
-from judges.records import PairResult, Sample, generation_params
-from judges.sampling import Sampler, SamplingConfig, make_redactor, unit_hash
+from judges.records import PAIR_IDENTIFIERS, SAMPLE_IDENTIFIERS, PairResult, Sample, generation_params
+from judges.redaction import Redactor
+from judges.sampling import LocalBudget, Sampler, SamplingConfig, unit_hash
 from judges.verdicts import ParseFailure, Verdict, combine, parse_pairwise, parse_rating
 
 
@@ -67,8 +68,48 @@ def test_min_per_window_and_opt_out():
 
 def test_redaction_patterns_and_hook():
     cfg = SamplingConfig(redact_hook="tests.unit.test_judging_pure:_upper")
-    redact = make_redactor(cfg)
-    assert redact("mail bob@example.com card 4111 1111 1111 1111 ok") == "MAIL [REDACTED] CARD [REDACTED] OK"
+    redact = Redactor.from_config(cfg)
+    assert redact.text("mail bob@example.com card 4111 1111 1111 1111 ok") == "MAIL [REDACTED] CARD [REDACTED] OK"
+
+
+PII = "jane.doe@example.com"
+
+
+def test_redaction_walks_every_field_of_a_sample_and_a_pair():
+    redact = Redactor.from_config(SamplingConfig())
+    messages = [
+        {"role": "system", "content": f"user is {PII}"},
+        {"role": "user", "content": [{"type": "text", "text": f"mail {PII}"},
+                                     {"type": "image_url", "image_url": {"url": f"https://x/{PII}.png"}}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": f'{{"email": "{PII}"}}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": f"found {PII}"},
+    ]
+    sample = Sample(request_id="a" * 24, alias="bot", rollout_id="v2@1", category="math", endpoint="chat",
+                    served_version="v1", served_arm="stable", stable="v1", candidate="v2", messages=messages,
+                    prompt=[f"p {PII}", [1, 2]], answer=Answer(text=f"to {PII}", tool_calls=[
+                        ToolCall(name="send", arguments=f'{{"to": "{PII}"}}')]),
+                    params={"tools": [{"function": {"description": f"by {PII}"}}], "seed": 4111111111111111},
+                    reference=f"ref {PII}", client_request_id=PII, ts=1.0)
+    out = redact.record(sample, SAMPLE_IDENTIFIERS)
+    assert PII not in out.model_dump_json() and "[REDACTED]" in out.messages[1]["content"][0]["text"]
+    assert out.request_id == "a" * 24 and out.params["seed"] == 4111111111111111  # ours, and numbers, kept
+    assert out.messages[2]["tool_calls"][0]["function"]["name"] == "lookup"
+    pair = PairResult(request_id="r", alias="bot", rollout_id="x", category="math", mode="pairwise", stable="v1",
+                      candidate="v2", question=PII, stable_answer=Answer(text=PII), candidate_answer=Answer(
+                          tool_calls=[ToolCall(name="f", arguments=PII)]), verdicts=["A", "B"],
+                      judge_explanations=[f"A quotes {PII}"], judge_model="j", client_request_id=PII, ts=1.0)
+    stored = redact.record(pair, PAIR_IDENTIFIERS)
+    assert PII not in stored.model_dump_json() and stored.verdicts == ["A", "B"]
+
+
+def test_local_budget_stops_a_process_at_the_budget_of_each_second_and_day():
+    b = LocalBudget(per_second=3, per_day=7)
+    day = 86400 * 20_000.0
+    assert [b.take(day + 0.1) for _ in range(5)] == [True] * 3 + [False] * 2
+    assert [b.take(day + 1.5) for _ in range(4)] == [True] * 3 + [False]  # a new second
+    assert [b.take(day + 2.5) for _ in range(2)] == [True, False]  # 7 today: the day's budget is spent
+    assert b.take(day + 86400.0)  # the next day
 
 
 def _upper(text: str) -> str:  # a redaction hook, referenced by name in the config above
