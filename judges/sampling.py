@@ -4,6 +4,12 @@ Deterministic from the gateway's own request id (random, never the client's): a 
 when hash(request id) falls below its category's rate, or when its category has had fewer than
 `min_per_window` samples in the current window (so rare categories still get evidence).
 
+Stratified (`stratify`, the default): each category's rate is `default_rate` scaled by how rare the
+category is in this process's recent traffic (this window and the last), so every category gets about
+the same number of samples while the overall rate stays `default_rate`: a rare category reaches its
+rollout gate as soon as a common one (capped at 1). The mix is the only input, never an outcome, so the
+judged pairs of a category stay a fair sample of that category's traffic. A rate set in `rates` wins.
+
 The global budget (per second, per day) decides which candidates are sampled, by the second each was
 answered in. `LocalBudget` stops a process early, once it alone has reached the budget of a second or a
 day (a candidate past that could never be admitted); Redis then admits candidates in order against the
@@ -26,6 +32,8 @@ class SamplingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     default_rate: float = Field(0.05, ge=0, le=1, description="share of answered requests sampled")
     rates: dict[str, float] = Field(default_factory=dict, description="per-category rate (rare ones higher)")
+    stratify: bool = Field(True, description="sample rare categories more, common ones less, so each gets about "
+                                             "as many judged pairs (overall rate unchanged)")
     min_per_window: int = Field(5, ge=0, description="sample at least this many per category per window")
     window_s: float = Field(300.0, gt=0)
     max_per_second: int = Field(10, ge=1, description="global budget, all replicas: samples per second answered")
@@ -68,16 +76,30 @@ class Sampler:
     clock: Callable[[], float] = time.monotonic
     _window_start: float = field(default=0.0, init=False)
     _window_counts: dict[str, int] = field(default_factory=dict, init=False)
+    _traffic: dict[str, int] = field(default_factory=dict, init=False)  # answered requests, this window
+    _last_traffic: dict[str, int] = field(default_factory=dict, init=False)  # and the window before
 
     def rate(self, category: str) -> float:
-        return self.cfg.rates.get(category, self.cfg.default_rate)
+        if category in self.cfg.rates:
+            return self.cfg.rates[category]
+        if not self.cfg.stratify:
+            return self.cfg.default_rate
+        mix = {c: self._last_traffic.get(c, 0) + self._traffic.get(c, 0)
+               for c in {*self._last_traffic, *self._traffic}}
+        total, seen = sum(mix.values()), mix.get(category, 0)
+        if not seen:  # no mix yet: the plain rate
+            return self.cfg.default_rate
+        # equal allocation: category share 1/K of the samples, at the same overall rate
+        return min(1.0, self.cfg.default_rate * total / (len(mix) * seen))
 
     def decide(self, request_id: str, category: str, opted_out: bool = False) -> bool:
-        if opted_out:
-            return False
         now = self.clock()
         if now - self._window_start >= self.cfg.window_s:
             self._window_start, self._window_counts = now, {}
+            self._last_traffic, self._traffic = self._traffic, {}
+        self._traffic[category] = self._traffic.get(category, 0) + 1
+        if opted_out:
+            return False
         seen = self._window_counts.get(category, 0)
         take = unit_hash(request_id) < self.rate(category) or seen < self.cfg.min_per_window
         if take:

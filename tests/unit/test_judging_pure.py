@@ -56,6 +56,21 @@ def test_sampling_is_deterministic_and_holds_its_rate_over_10k_requests():
     assert 0 <= unit_hash("x") < 1
 
 
+def test_stratified_sampling_gives_rare_categories_as_many_samples_at_the_same_overall_rate():
+    s = Sampler(SamplingConfig(default_rate=0.05, min_per_window=0))
+    mix = ["coding"] * 80 + ["writing"] * 15 + ["math"] * 5  # 80% / 15% / 5% of the traffic
+    taken: dict[str, int] = {}
+    for i in range(40_000):
+        cat = mix[i % 100]
+        taken[cat] = taken.get(cat, 0) + s.decide(f"r{i}", cat)
+    total = sum(taken.values())
+    assert abs(total - 0.05 * 40_000) < 0.15 * 0.05 * 40_000  # the overall rate holds
+    assert max(taken.values()) < 1.3 * min(taken.values())  # about equal per category
+    assert s.rate("math") > 0.3 and s.rate("coding") < 0.03
+    plain = Sampler(SamplingConfig(default_rate=0.05, min_per_window=0, stratify=False))
+    assert plain.rate("math") == 0.05
+
+
 def test_min_per_window_and_opt_out():
     now = [0.0]
     s = Sampler(SamplingConfig(default_rate=0.0, min_per_window=3, window_s=60), clock=lambda: now[0])
