@@ -82,7 +82,9 @@ async def rollback_scenario(gateway_factory: Callable[..., ThreadServer], versio
             await asyncio.wait_for(watcher, 10)
             took = max(switched.values()) - event["ts"]
             # and the traffic really goes to stable now, on both replicas, for the former candidate users
-            assert {await version(rep.url, u, 0) for rep in replicas for u in on_candidate} == {"v1"}
+            after = {(rep.url, u): await version(rep.url, u, 0) for rep in replicas for u in on_candidate}
+            states = [(await h.get(f"{rep.url}/admin/state", headers=ADMIN)).json() for rep in replicas]
+            assert set(after.values()) == {"v1"}, (after, states, event)
             # the rollout's per-category series are gone, so the regression alerts resolve
             for rep in replicas:
                 while "cliffguard_category_estimate{" in (await h.get(f"{rep.url}/metrics")).text:
