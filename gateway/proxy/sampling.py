@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from gateway.proxy.request import RESPONSES
 from judges import answers
 from judges.records import Sample, generation_params
 from judges.sampling import Sampler
@@ -31,6 +32,8 @@ class RequestSampler:
                  stream: bool) -> None:
         if arm not in (Arm.STABLE, Arm.CANDIDATE) or label.category == UNCLASSIFIED or not self.wants_capture(alias):
             return
+        if endpoint == RESPONSES and body.get("previous_response_id"):
+            return  # the conversation is stored on the serving backend: the other version cannot see it
         if not self.sampler.decide(request_id, label.category, opted_out=opt_out):
             return
         # an answer that is only tool calls is sampled too: the judge sees the calls
@@ -39,6 +42,9 @@ class RequestSampler:
         if answer is None:
             return
         messages = body.get("messages")
+        params = generation_params(dict(body))
+        if isinstance(params.get("instructions"), str):
+            params["instructions"] = self.redact(params["instructions"])
         meta = body.get("metadata")
         reference = meta.get("reference") if isinstance(meta, dict) else None
         sample = Sample(
@@ -48,7 +54,7 @@ class RequestSampler:
             messages=[self._redacted(msg) for msg in messages if isinstance(msg, dict)]
             if isinstance(messages, list) else None,
             prompt=self.redact(prompt) if isinstance(prompt := body.get("prompt"), str) else prompt,
-            answer=answer, params=generation_params(dict(body)),
+            input=self._redacted_input(body.get("input")), answer=answer, params=params,
             reference=reference if isinstance(reference, str) else None, ts=time.time(),
         )
         self.sink.push(sample.model_dump_json().encode())
@@ -57,3 +63,23 @@ class RequestSampler:
     def _redacted(self, msg: dict[str, object]) -> dict[str, object]:
         content = msg.get("content")
         return {**msg, "content": self.redact(content)} if isinstance(content, str) else msg
+
+    def _redacted_input(self, inp: object) -> object:
+        """A Responses input with its text redacted: a string, message contents (text parts included) and
+        tool outputs."""
+        if isinstance(inp, str):
+            return self.redact(inp)
+        if not isinstance(inp, list):
+            return inp
+        out: list[object] = []
+        for item in inp:
+            if isinstance(item, dict) and isinstance(item.get("content"), list):
+                item = {**item, "content": [{**p, "text": self.redact(p["text"])}
+                                            if isinstance(p, dict) and isinstance(p.get("text"), str) else p
+                                            for p in item["content"]]}
+            elif isinstance(item, dict):
+                item = self._redacted(item)
+                if isinstance(item.get("output"), str):
+                    item = {**item, "output": self.redact(str(item["output"]))}
+            out.append(item)
+        return out

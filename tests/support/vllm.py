@@ -41,7 +41,10 @@ class VLLMServer:
         args = [str(VENV / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
                 "--host", "127.0.0.1", "--port", str(self.port), "--served-model-name", served_name,
                 "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
-                "--kv-cache-memory-bytes", "64M"]
+                "--kv-cache-memory-bytes", "64M",
+                # tool calls as the clients people use send them (chat and Responses); the tiny model never
+                # writes a <tool_call> on its own, but a forced tool choice makes vLLM constrain its output
+                "--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
         if lora:
             args += ["--enable-lora", "--max-lora-rank", "8", "--max-loras", "2", "--lora-modules",
                      *(f"{k}={v}" for k, v in lora.items())]
