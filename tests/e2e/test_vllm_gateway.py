@@ -37,7 +37,7 @@ def test_chat_and_completions_with_usage_matching_vllm(gw, vllm_pair):
                                                                  max_tokens=12, temperature=0)
         assert via_gw.choices[0].message.content == direct.choices[0].message.content
         assert via_gw.usage.model_dump() == direct.usage.model_dump()
-        assert via_gw.model == server.served_name  # backend's answer passed through untouched
+        assert via_gw.model == "bot" and direct.model == server.served_name  # the alias, whichever answered
 
     comp = c.completions.create(model="bot", prompt="Once upon a time", max_tokens=8, temperature=0)
     assert comp.usage.completion_tokens == 8 and comp.choices[0].text
@@ -60,7 +60,7 @@ def test_streaming_chat_and_completions(gw, vllm_pair):
 def test_lora_adapter_routing(gw, vllm_pair):
     c = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0, timeout=60)
     raw = c.chat.completions.with_raw_response.create(model="lora-bot", messages=MSG, max_tokens=8, temperature=0)
-    assert raw.headers["x-cliffguard-version"] == "ft-lora" and raw.parse().model == "ft"
+    assert raw.headers["x-cliffguard-version"] == "ft-lora" and raw.parse().model == "lora-bot"
     direct = vllm_direct(vllm_pair[0].url).chat.completions.create(model="ft", messages=MSG, max_tokens=8,
                                                                    temperature=0)
     assert raw.parse().choices[0].message.content == direct.choices[0].message.content

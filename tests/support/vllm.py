@@ -42,15 +42,19 @@ class VLLMServer:
                 "--host", "127.0.0.1", "--port", str(self.port), "--served-model-name", served_name,
                 "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
                 "--kv-cache-memory-bytes", "64M",
-                # tool calls as the clients people use send them (chat and Responses); the tiny model never
-                # writes a <tool_call> on its own, but a forced tool choice makes vLLM constrain its output
-                "--enable-auto-tool-choice", "--tool-call-parser", "hermes"]
+                # tool calls as the clients people use send them (chat and Responses). The tiny model never
+                # writes a <tool_call> on its own; a forced tool choice makes vLLM constrain its output, and
+                # without free whitespace a strict tool's arguments end (random weights would pad forever)
+                "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+                "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']
         if lora:
             args += ["--enable-lora", "--max-lora-rank", "8", "--max-loras", "2", "--lora-modules",
                      *(f"{k}={v}" for k, v in lora.items())]
         env = {**os.environ, "VLLM_HOST_IP": "127.0.0.1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
                "TMPDIR": str(self.tmp), "VLLM_CACHE_ROOT": str(self.tmp / "cache"),
-               "VLLM_CPU_OMP_THREADS_BIND": str(cpu), "VLLM_LOGGING_LEVEL": "WARNING"}
+               "VLLM_CPU_OMP_THREADS_BIND": str(cpu), "VLLM_LOGGING_LEVEL": "WARNING",
+               # forced tool calls as plain JSON (governed by disable_any_whitespace), not hermes structural tags
+               "VLLM_ENFORCE_STRICT_TOOL_CALLING": "0"}
         self.log = open(self.tmp / "server.log", "wb")  # noqa: SIM115
         # own process group: vLLM runs several processes, all must go at the end
         self.proc = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT,
