@@ -65,21 +65,19 @@ class RequestSampler:
         return {**msg, "content": self.redact(content)} if isinstance(content, str) else msg
 
     def _redacted_input(self, inp: object) -> object:
-        """A Responses input with its text redacted: a string, message contents (text parts included) and
+        """A Responses input with its text redacted: a string, or items' contents (text parts included) and
         tool outputs."""
         if isinstance(inp, str):
             return self.redact(inp)
-        if not isinstance(inp, list):
-            return inp
-        out: list[object] = []
-        for item in inp:
-            if isinstance(item, dict) and isinstance(item.get("content"), list):
-                item = {**item, "content": [{**p, "text": self.redact(p["text"])}
-                                            if isinstance(p, dict) and isinstance(p.get("text"), str) else p
-                                            for p in item["content"]]}
-            elif isinstance(item, dict):
-                item = self._redacted(item)
-                if isinstance(item.get("output"), str):
-                    item = {**item, "output": self.redact(str(item["output"]))}
-            out.append(item)
-        return out
+        return [self._redacted_item(item) if isinstance(item, dict) else item for item in inp] \
+            if isinstance(inp, list) else inp
+
+    def _redacted_item(self, item: dict[str, object]) -> dict[str, object]:
+        content, output = item.get("content"), item.get("output")
+        if isinstance(content, list):
+            item = {**item, "content": [{**p, "text": self.redact(p["text"])}
+                                        if isinstance(p, dict) and isinstance(p.get("text"), str) else p
+                                        for p in content]}
+        if isinstance(output, str):
+            item = {**item, "output": self.redact(output)}
+        return self._redacted(item)

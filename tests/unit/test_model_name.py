@@ -49,3 +49,5 @@ def test_events_rewrite_the_first_occurrence_in_each_event():
     out = ModelRewrite("ft", "bot").events(nested + plain + nested)
     assert out == (b'data: {"model":"bot","x":{"model":"ft"}}\n\n' + plain.replace(b'"ft"', b'"bot"')
                    + b'data: {"model":"bot","x":{"model":"ft"}}\n\n')
+    lf_only = ModelRewrite("ft", "bot").events(nested + nested)  # the bytes.split path (no CR in the read)
+    assert lf_only == b'data: {"model":"bot","x":{"model":"ft"}}\n\n' * 2
