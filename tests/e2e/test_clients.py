@@ -186,7 +186,7 @@ def test_langchain_chat_openai_invoke_stream_tools_and_responses(gw, vllm_pair):
     assert m_gw.response_metadata["model_name"] == "solo"  # per-model attribution names the alias
     s_gw = list(llm(gw.url, "solo", stream_usage=True).stream("Tell me about the sea."))
     s_direct = list(llm(vllm_pair[0].url, "base", stream_usage=True).stream("Tell me about the sea."))
-    assert [c.content for c in s_gw] == [c.content for c in s_direct]
+    assert "".join(c.content for c in s_gw) == "".join(c.content for c in s_direct)  # cut by vLLM's timing
     assert sum(s_gw[1:], s_gw[0]).usage_metadata == sum(s_direct[1:], s_direct[0]).usage_metadata
     bound = {"tool_choice": "get_weather", "strict": True}
     t_gw = via.bind_tools([get_weather], **bound).invoke("Weather in Paris?")

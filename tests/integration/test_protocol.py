@@ -32,10 +32,19 @@ def client(gw) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gw.url}/v1", api_key="k", max_retries=0, timeout=20)
 
 
+COUNTED = {
+    "requests": {"name": "cliffguard_requests_total", "alias": "bot", "endpoint": "responses", "status": "200"},
+    "completion_tokens": {"name": "cliffguard_tokens_total", "alias": "bot", "version": "v2", "kind": "completion"},
+    "ttfts": {"name": "cliffguard_ttft_seconds_count", "alias": "bot", "version": "v2"},
+}
+
+
 def test_responses_plain_and_streamed_with_the_alias_as_model(backend_factory, gateway_factory):
     stable, cand, versions, aliases = two_versions(backend_factory, weight_pct=100)
     gw = gateway_factory(versions, aliases)
     c = client(gw)
+    # metrics are per process (every test's gateway runs in this one): compare before and after
+    before = {k: scrape(gw.url, **kw) for k, kw in COUNTED.items()}
     raw = c.responses.with_raw_response.create(model="bot", input="Say hi", instructions="Be brief.",
                                                max_output_tokens=16, metadata={"model": "ft", "team": "a"})
     resp = raw.parse()
@@ -52,9 +61,8 @@ def test_responses_plain_and_streamed_with_the_alias_as_model(backend_factory, g
     assert "".join(e.delta for e in events if e.type == "response.output_text.delta").startswith("hello")
     assert events[-1].response.usage.output_tokens == 5
     # counted like chat: tokens from the terminal event's usage, TTFT from the first delta
-    assert scrape(gw.url, "cliffguard_requests_total", alias="bot", endpoint="responses", status="200") == 2
-    assert scrape(gw.url, "cliffguard_tokens_total", alias="bot", version="v2", kind="completion") == 10
-    assert scrape(gw.url, "cliffguard_ttft_seconds_count", alias="bot", version="v2") == 1
+    after = {k: scrape(gw.url, **kw) for k, kw in COUNTED.items()}
+    assert {k: after[k] - before[k] for k in COUNTED} == {"requests": 2, "completion_tokens": 10, "ttfts": 1}
 
 
 def test_responses_tool_calls_fallback_and_mid_stream_failure(backend_factory, gateway_factory):
@@ -110,13 +118,14 @@ def test_chat_answers_name_the_alias_and_metadata_is_the_clients(backend_factory
     gw = gateway_factory(versions, aliases)
     c = client(gw)
     msgs = [{"role": "user", "content": "hi"}]
+    before = scrape(gw.url, "cliffguard_requests_total", alias="bot", version="v1", endpoint="chat")
     chat = c.chat.completions.create(model="bot", messages=msgs, metadata={"category": "billing-v2"})
     assert chat.model == "bot"
     assert stable.record.requests[-1]["metadata"] == {"category": "billing-v2"}  # untouched, not refused
     chunks = list(c.chat.completions.create(model="bot", messages=msgs, stream=True))
     assert chunks and {ch.model for ch in chunks} == {"bot"}
     assert c.completions.create(model="bot", prompt="x").model == "bot"
-    assert scrape(gw.url, "cliffguard_requests_total", alias="bot", version="v1", endpoint="chat") == 2
+    assert scrape(gw.url, "cliffguard_requests_total", alias="bot", version="v1", endpoint="chat") - before == 2
 
 
 def test_models_carry_the_stable_backends_fields(backend_factory, gateway_factory):
@@ -132,6 +141,7 @@ def test_models_carry_the_stable_backends_fields(backend_factory, gateway_factor
 def test_embeddings_tokenize_detokenize_version_go_to_stable(backend_factory, gateway_factory):
     stable, cand, versions, aliases = two_versions(backend_factory, weight_pct=100)
     gw = gateway_factory(versions, aliases)
+    before = scrape(gw.url, "cliffguard_requests_total", alias="bot", endpoint="tokenize", status="200")
     raw = client(gw).embeddings.with_raw_response.create(model="bot", input=["a", "bb"])
     emb = raw.parse()
     assert raw.headers["x-cliffguard-version"] == "v1" and emb.model == "bot" and len(emb.data) == 2
@@ -145,7 +155,7 @@ def test_embeddings_tokenize_detokenize_version_go_to_stable(backend_factory, ga
     assert cand.record.requests == []  # nothing went to the candidate, nothing was judged
     assert h.post("/tokenize", json={"model": "nope", "prompt": "x"}).json()["error"]["code"] == "model_not_found"
     assert h.get("/version?model=bot").status_code == 200
-    assert scrape(gw.url, "cliffguard_requests_total", alias="bot", endpoint="tokenize", status="200") == 2
+    assert scrape(gw.url, "cliffguard_requests_total", alias="bot", endpoint="tokenize", status="200") - before == 2
 
 
 def test_version_needs_a_model_when_there_are_several(backend_factory, gateway_factory):
