@@ -26,6 +26,8 @@ from agents.models.openai_provider import OpenAIProvider  # noqa: E402
 from langchain_core.tools import tool  # noqa: E402
 from langchain_openai import ChatOpenAI  # noqa: E402
 
+from tests.support.vllm import versions  # noqa: E402
+
 pytestmark = pytest.mark.e2e
 set_tracing_disabled(True)  # the Agents SDK would export traces to OpenAI
 MSG = [{"role": "user", "content": "Tell me about the sea."}]
@@ -38,14 +40,10 @@ WEATHER = {"type": "function", "function": {
 
 @pytest.fixture
 def gw(vllm_pair, gateway_factory):
-    a, b = vllm_pair
-    versions = [{"name": "base-v1", "base_url": f"{a.url}/v1", "model": "base"},
-                {"name": "ft-lora", "base_url": f"{a.url}/v1", "model": "ft"},
-                {"name": "perturbed", "base_url": f"{b.url}/v1", "model": "perturbed"}]
     aliases = [{"name": "solo", "stable": "base-v1"},
                {"name": "lora-solo", "stable": "ft-lora"},
                {"name": "bot", "stable": "base-v1", "candidate": "perturbed", "weight_pct": 50}]
-    return gateway_factory(versions, aliases)
+    return gateway_factory(versions(*vllm_pair), aliases)
 
 
 def sdk(url: str, cls: Any = openai.OpenAI) -> Any:

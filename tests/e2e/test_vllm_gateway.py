@@ -6,19 +6,17 @@ import httpx
 import openai
 import pytest
 
+from tests.support.vllm import versions
+
 pytestmark = pytest.mark.e2e
 MSG = [{"role": "user", "content": "Tell me about the sea."}]
 
 
 @pytest.fixture
 def gw(vllm_pair, gateway_factory):
-    a, b = vllm_pair
-    versions = [{"name": "base-v1", "base_url": f"{a.url}/v1", "model": "base"},
-                {"name": "ft-lora", "base_url": f"{a.url}/v1", "model": "ft"},
-                {"name": "perturbed", "base_url": f"{b.url}/v1", "model": "perturbed"}]
     aliases = [{"name": "bot", "stable": "base-v1", "candidate": "perturbed", "weight_pct": 50},
                {"name": "lora-bot", "stable": "base-v1", "candidate": "ft-lora", "weight_pct": 100}]
-    return gateway_factory(versions, aliases)
+    return gateway_factory(versions(*vllm_pair), aliases)
 
 
 def vllm_direct(url):

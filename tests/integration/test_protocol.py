@@ -9,27 +9,14 @@ import base64
 import json
 
 import httpx
-import openai
 import pytest
 
 from tests.integration.test_judges import Rig
+from tests.integration.test_proxy import client, two_versions
 from tests.support.metrics import scrape
 
 TOOLS = [{"type": "function", "name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string"}}}}]
-
-
-def two_versions(backend_factory, weight_pct=0.0, **cand_script):
-    stable, s_srv = backend_factory("stable", model="base")
-    cand, c_srv = backend_factory("cand", model="ft", **cand_script)
-    versions = [{"name": "v1", "base_url": f"{s_srv.url}/v1", "model": "base"},
-                {"name": "v2", "base_url": f"{c_srv.url}/v1", "model": "ft"}]
-    aliases = [{"name": "bot", "stable": "v1", "candidate": "v2", "weight_pct": weight_pct}]
-    return stable, cand, versions, aliases
-
-
-def client(gw) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key="k", max_retries=0, timeout=20)
 
 
 COUNTED = {

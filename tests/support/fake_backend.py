@@ -94,8 +94,8 @@ class FakeBackend:
     async def completions(self, request: Request) -> Response:
         return await self._answer(request, chat=False)
 
-    async def _answer(self, request: Request, chat: bool) -> Response:
-        body = await self._recorded(request)
+    async def _refusal(self, body: dict[str, Any]) -> Response | None:
+        """The scripted head delay, then a 404 for another model or the scripted failure, as vLLM answers."""
         s = self.script
         if s.head_delay_s:
             await asyncio.sleep(s.head_delay_s)
@@ -106,6 +106,13 @@ class FakeBackend:
             status = s.status if s.status != 200 else 500
             return JSONResponse({"error": {"message": f"scripted {status}", "type": "InternalServerError",
                                            "param": None, "code": status}}, status)
+        return None
+
+    async def _answer(self, request: Request, chat: bool) -> Response:
+        body = await self._recorded(request)
+        if (refused := await self._refusal(body)) is not None:
+            return refused
+        s = self.script
         rid = f"{self.name}-{next(self._ids)}"
         words = [f"{w} " for w in s.text.split()][: s.chunks] or ["x"]
         usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}
@@ -165,15 +172,9 @@ class FakeBackend:
 
     async def responses(self, request: Request) -> Response:
         body = await self._recorded(request)
+        if (refused := await self._refusal(body)) is not None:
+            return refused
         s = self.script
-        if s.head_delay_s:
-            await asyncio.sleep(s.head_delay_s)
-        if body.get("model") != s.model:
-            return JSONResponse({"error": {"message": f"The model `{body.get('model')}` does not exist.",
-                                           "type": "NotFoundError", "param": "model", "code": 404}}, 404)
-        if s.status != 200:
-            return JSONResponse({"error": {"message": f"scripted {s.status}", "type": "InternalServerError",
-                                           "param": None, "code": s.status}}, s.status)
         rid = f"resp_{self.name}{next(self._ids)}"
         words = [f"{w} " for w in s.text.split()][: s.chunks] or ["x"]
         usage = {"input_tokens": 7, "output_tokens": len(words), "total_tokens": 7 + len(words),

@@ -88,3 +88,10 @@ class VLLMServer:
                 break
             time.sleep(0.2)
         self.log.close()
+
+
+def versions(a: VLLMServer, b: VLLMServer) -> list[dict[str, str]]:
+    """The versions the end-to-end gateways register on the session's pair: base, its LoRA, the perturbed copy."""
+    return [{"name": "base-v1", "base_url": f"{a.url}/v1", "model": "base"},
+            {"name": "ft-lora", "base_url": f"{a.url}/v1", "model": "ft"},
+            {"name": "perturbed", "base_url": f"{b.url}/v1", "model": "perturbed"}]
