@@ -1,5 +1,6 @@
-"""The ASGI application: the two proxy endpoints are dispatched directly (hot path, no framework);
-everything else (models, health, metrics, admin) goes through a small Starlette app."""
+"""The ASGI application: the proxy endpoints (and vLLM's pass-through endpoints) are dispatched directly
+(hot path, no framework); everything else (models, health, metrics, admin) goes through a small Starlette
+app."""
 
 from __future__ import annotations
 
@@ -19,13 +20,15 @@ from gateway.context import GatewayContext
 from gateway.errors import GatewayError, unauthorized
 from gateway.health import readiness
 from gateway.proxy.handler import Message, ProxyHandler, Receive, Scope, Send
-from gateway.proxy.request import CHAT, COMPLETIONS
+from gateway.proxy.passthrough import ENDPOINTS as PASSTHROUGH
+from gateway.proxy.passthrough import PassThrough, model_list
+from gateway.proxy.request import CHAT, COMPLETIONS, RESPONSES
 from monitoring import metrics
 from monitoring.rollout_metrics import RolloutCollector
 
 log = logging.getLogger("cliffguard.app")
 
-_PROXY_PATHS = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS}
+_PROXY_PATHS = {"/v1/chat/completions": CHAT, "/v1/completions": COMPLETIONS, "/v1/responses": RESPONSES}
 
 
 class GatewayApp:
@@ -33,6 +36,7 @@ class GatewayApp:
         self.settings = settings
         self.ctx: GatewayContext | None = None
         self.proxy: ProxyHandler | None = None
+        self.passthrough: PassThrough | None = None
         self.web: Starlette | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -41,13 +45,17 @@ class GatewayApp:
             if endpoint is not None and scope["method"] == "POST" and self.proxy is not None:
                 await self._guarded(self.proxy, scope, receive, send, endpoint)
                 return
+            if (ep := PASSTHROUGH.get(scope["path"])) and ep.method == scope["method"] and self.passthrough:
+                await self._guarded(self.passthrough, scope, receive, send)
+                return
             assert self.web is not None
             await self.web(scope, receive, send)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
 
     @staticmethod
-    async def _guarded(proxy: ProxyHandler, scope: Scope, receive: Receive, send: Send, endpoint: str) -> None:
+    async def _guarded(proxy: ProxyHandler | PassThrough, scope: Scope, receive: Receive, send: Send,
+                       *endpoint: str) -> None:
         """A bug must never crash the worker or show a traceback: answer 500 in OpenAI's format."""
         started = False
 
@@ -57,7 +65,7 @@ class GatewayApp:
             await send(msg)
 
         try:
-            await proxy(scope, receive, tracking_send, endpoint)
+            await proxy(scope, receive, tracking_send, *endpoint)
         except Exception:
             log.exception("proxy failed on %s", scope["path"])
             if not started:
@@ -88,6 +96,7 @@ class GatewayApp:
         self.ctx = ctx
         self.proxy = ProxyHandler(ctx.settings, ctx.state, ctx.backends, ctx.auth, ctx.classifier, ctx.sampler,
                                   ctx.guards)
+        self.passthrough = PassThrough(ctx.state, ctx.backends, ctx.auth, ctx.settings.limits.max_body_bytes)
         self.web = _web_app(ctx)
 
 
@@ -99,9 +108,7 @@ def _web_app(ctx: GatewayContext) -> Starlette:
         if ctx.auth.client(request.headers.get("authorization")) is None:
             e = unauthorized()
             return Response(e.body(), status_code=401, media_type="application/json")
-        data = [{"id": name, "object": "model", "created": int(a.updated_at), "owned_by": "cliffguard"}
-                for name, a in sorted(ctx.state.snapshot.aliases.items())]
-        return JSONResponse({"object": "list", "data": data})
+        return JSONResponse(await model_list(ctx.state, ctx.backends))
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok", "uptime_s": round(time.time() - started, 1)})
@@ -137,6 +144,8 @@ def _web_app(ctx: GatewayContext) -> Starlette:
         routes=[
             Route("/v1/chat/completions", proxied, methods=["POST"]),
             Route("/v1/completions", proxied, methods=["POST"]),
+            Route("/v1/responses", proxied, methods=["POST"]),
+            *(Route(path, proxied, methods=["POST"]) for path, ep in PASSTHROUGH.items() if ep.method == "POST"),
             Route("/v1/models", models, methods=["GET"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),

@@ -106,7 +106,8 @@ class Timeouts(_Strict):
 
 
 class Limits(_Strict):
-    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    # images travel inline (base64 data URLs): OpenAI accepts up to 50 MB of them per request
+    max_body_bytes: int = Field(64 * 1024 * 1024, gt=0)
     max_connections_per_backend: int = Field(512, gt=0)
 
 

@@ -1,4 +1,5 @@
-"""What a model answered, as the judges see it: the text and any tool calls. Pure.
+"""What a model answered, as the judges see it: the text and any tool calls, from chat and completions
+answers and from the Responses API's (`output` items). Pure.
 
 Agent traffic answers with tool calls (often with no text at all). Such an answer is not empty: the judge
 is shown each call's name and arguments beside the text, and two answers are compared on both.
@@ -77,17 +78,74 @@ def from_choice(choice: Any, endpoint: str) -> Answer | None:
     return Answer(text=text if isinstance(text, str) else "", tool_calls=calls)
 
 
+def from_output(output: Any) -> Answer | None:
+    """The answer in a Responses API `output`: the text of its messages (refusals included) and its function
+    calls, in order; reasoning and built-in tool items are not part of the answer."""
+    if not isinstance(output, list):
+        return None
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    for item in output:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "message":
+            for part in item.get("content") or []:
+                field = _RESPONSE_TEXT.get(part.get("type")) if isinstance(part, dict) else None
+                if field and isinstance(text := part.get(field), str):
+                    texts.append(text)
+        elif item.get("type") == "function_call" and isinstance(item.get("name"), str):
+            args = item.get("arguments")
+            calls.append(ToolCall(name=item["name"], arguments=args if isinstance(args, str) else ""))
+    return Answer(text="".join(texts), tool_calls=calls)  # an output with no message is an empty answer
+
+
+_RESPONSE_TEXT: dict[Any, str] = {"output_text": "text", "refusal": "refusal"}  # content part type -> text field
+_RESPONSES = "responses"
+_TERMINAL = frozenset({"response.completed", "response.incomplete"})
+
+
+def from_response(data: Any, endpoint: str) -> Answer | None:
+    """The answer in a parsed non-streamed response (the first choice, or the Responses output)."""
+    if not isinstance(data, dict):
+        return None
+    if endpoint == _RESPONSES:
+        return from_output(data.get("output"))
+    choices = data.get("choices")
+    return from_choice(choices[0], endpoint) if isinstance(choices, list) and choices else None
+
+
 def from_body(body: bytes, endpoint: str) -> Answer | None:
     try:
-        choices = orjson.loads(body)["choices"]
-    except (orjson.JSONDecodeError, KeyError, TypeError):
+        return from_response(orjson.loads(body), endpoint)
+    except orjson.JSONDecodeError:
         return None
-    return from_choice(choices[0], endpoint) if isinstance(choices, list) and choices else None
+
+
+def _from_responses_sse(chunks: list[bytes]) -> Answer | None:
+    """A streamed Responses answer: the terminal event's `response.output` (the whole answer), else the
+    items the `response.output_item.done` events carried, in output order."""
+    done: dict[int, Any] = {}
+    for line in b"".join(chunks).splitlines():
+        if not line.startswith(b"data:"):
+            continue
+        try:
+            event = orjson.loads(line[5:])
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(event, dict):
+            continue
+        if event.get("type") in _TERMINAL and isinstance(event.get("response"), dict):
+            return from_output(event["response"].get("output"))
+        if event.get("type") == "response.output_item.done" and isinstance(event.get("output_index"), int):
+            done[event["output_index"]] = event.get("item")
+    return from_output([done[i] for i in sorted(done)]) if done else None
 
 
 def from_sse(chunks: list[bytes], endpoint: str) -> Answer | None:
     """The streamed answer (first choice), rebuilt from the forwarded SSE bytes: text deltas joined, tool
     call deltas merged by their index (name once, arguments in pieces)."""
+    if endpoint == _RESPONSES:
+        return _from_responses_sse(chunks)
     parts: list[str] = []
     calls: dict[int, dict[str, str]] = {}
     seen = False

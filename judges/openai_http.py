@@ -1,5 +1,5 @@
-"""A minimal async OpenAI-compatible client (aiohttp) for the worker: non-streamed chat and
-completions against a version's backend or the judge endpoint."""
+"""A minimal async OpenAI-compatible client (aiohttp) for the worker: non-streamed chat, completions and
+Responses API calls against a version's backend, and chat calls to the judge endpoint."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ from typing import Any
 import aiohttp
 import orjson
 
+from judges.answers import from_output
+
 ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+PATHS = {"chat": "/chat/completions", "completions": "/completions", "responses": "/responses"}
 
 
 class CallFailed(Exception):
@@ -37,13 +40,13 @@ class OpenAIHTTP:
 
     async def create(self, base_url: str, endpoint: str, body: dict[str, Any], api_key_env: str | None,
                      timeout_s: float) -> tuple[str, dict[str, Any]]:
-        """POST a non-streamed request; returns (first choice's text, the whole response)."""
+        """POST a non-streamed request; returns (the answer's text: the first choice's, or the Responses
+        output's, and the whole response)."""
         headers = {"content-type": "application/json"}
         if api_key_env and (key := os.environ.get(api_key_env)):
             headers["authorization"] = f"Bearer {key}"
-        path = "/chat/completions" if endpoint == "chat" else "/completions"
         try:
-            async with self.session.post(f"{base_url}{path}", data=orjson.dumps(body), headers=headers,
+            async with self.session.post(f"{base_url}{PATHS[endpoint]}", data=orjson.dumps(body), headers=headers,
                                          timeout=aiohttp.ClientTimeout(total=timeout_s)) as r:
                 raw = await r.read()
                 if r.status != 200:
@@ -53,8 +56,14 @@ class OpenAIHTTP:
                              f"{type(e).__name__}: {e}") from None
         try:
             data = orjson.loads(raw)
-            choice = data["choices"][0]
-            text = choice["message"]["content"] if endpoint == "chat" else choice["text"]
+            if endpoint == "responses":
+                answer = from_output(data["output"])
+                if answer is None:
+                    raise TypeError("output is not a list")
+                text = answer.text
+            else:
+                choice = data["choices"][0]
+                text = choice["message"]["content"] if endpoint == "chat" else choice["text"]
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
             raise CallFailed("bad_response", raw[:300].decode(errors="replace")) from None
         return (text if isinstance(text, str) else ""), data  # text: None for a tool-call-only message

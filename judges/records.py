@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 from judges.answers import Answer
 
 # request fields that are not generation parameters
-_NOT_PARAMS = frozenset({"model", "messages", "prompt", "stream", "stream_options", "user", "metadata"})
+_NOT_PARAMS = frozenset({"model", "messages", "prompt", "input", "stream", "stream_options", "user", "metadata"})
 
 # our own identifiers and labels: the only fields stored unredacted (judges/redaction.py)
 SAMPLE_IDENTIFIERS = frozenset({"request_id", "alias", "rollout_id", "category", "endpoint", "served_version",
@@ -24,13 +24,14 @@ class Sample(BaseModel):
     alias: str
     rollout_id: str
     category: str
-    endpoint: str  # chat | completions
+    endpoint: str  # chat | completions | responses
     served_version: str
     served_arm: str  # stable | candidate
     stable: str
     candidate: str | None
     messages: list[dict[str, Any]] | None = None
     prompt: Any = None
+    input: Any = None  # the Responses API's input (its instructions are a parameter)
     answer: Answer
     params: dict[str, Any] = Field(default_factory=dict)
     reference: str | None = None  # a reference answer the client sent (metadata.reference)

@@ -38,6 +38,7 @@ from judges.redaction import Redactor
 from judges.verdicts import ParseFailure, Verdict, combine, parse_pairwise, parse_rating
 from monitoring import metrics as m
 from monitoring.guards import GuardCounters
+from router.classify.prompt import responses_messages
 from router.live_state import LiveState
 
 log = logging.getLogger("cliffguard.worker")
@@ -246,7 +247,8 @@ class JudgeWorker:
         log.error("sample %s dead-lettered: %s", entry_id.decode(), why)
 
     async def _judge(self, s: Sample) -> bool:
-        question = question_text(s.messages, s.prompt)
+        messages = responses_messages({**s.params, "input": s.input}) if s.endpoint == "responses" else s.messages
+        question = question_text(messages, s.prompt)
         if s.candidate is None:
             if not self.cfg.single_when_no_candidate:
                 raise Skip("no candidate and single-answer mode is off")
@@ -316,7 +318,10 @@ class JudgeWorker:
             m.JUDGE_FAILURES.labels("version_missing").inc()
             raise Skip(f"version {version_name!r} is not registered")
         body: dict[str, Any] = {**s.params, "model": version.model, "stream": False}
-        body["messages" if s.endpoint == "chat" else "prompt"] = s.messages if s.endpoint == "chat" else s.prompt
+        if s.endpoint == "responses":  # a shadow answer is neither kept by the backend nor left running
+            body.update(input=s.input, store=False, background=False)
+        else:
+            body["messages" if s.endpoint == "chat" else "prompt"] = s.messages if s.endpoint == "chat" else s.prompt
         try:
             _, data = await self.http.create(version.base_url, s.endpoint, body, version.api_key_env,
                                              self.cfg.worker.generation_timeout_s)
@@ -326,11 +331,12 @@ class JudgeWorker:
                     and e.status not in _TRANSIENT_4XX:
                 raise CandidateRefused(f"candidate {version_name} answered HTTP {e.status}: {e}") from None
             raise CallFailed(f"generation_{e.reason}", str(e)) from None
-        answer = answers.from_choice((data.get("choices") or [None])[0], s.endpoint)
+        answer = answers.from_response(data, s.endpoint)
         usage = data.get("usage")
         usage = usage if isinstance(usage, dict) else {}
+        generated = usage.get("completion_tokens", usage.get("output_tokens"))  # chat/completions, Responses
         self.guards.record(s.alias, s.rollout_id, version_name, error=answer is None,
-                           empty=answer is not None and usage.get("completion_tokens") == 0, ttft_s=None)
+                           empty=answer is not None and generated == 0, ttft_s=None)
         if answer is None:
             raise CallFailed("generation_bad_response", f"no answer in the response of {version_name}")
         return answer

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible proxy: `POST /v1/chat/completions` and `POST /v1/completions`.
+"""The OpenAI-compatible proxy: `POST /v1/chat/completions`, `POST /v1/completions`, `POST /v1/responses`.
 
 A raw ASGI handler (no framework on the hot path). Per request: authenticate, read and check the body,
 pick the arm (sticky split), forward to the version's backend, relay the answer, then record metrics
@@ -16,15 +16,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-import orjson
 
 from gateway.auth import Authenticator, Identity
 from gateway.config import Settings
-from gateway.errors import GatewayError, bad_request, model_not_found, sse_error_event, unauthorized
-from gateway.proxy.request import CHAT, OpenAIRequest, parse, upstream_body
+from gateway.errors import GatewayError, bad_request, model_not_found, unauthorized
+from gateway.proxy.model_name import ModelRewrite
+from gateway.proxy.request import CHAT, COMPLETIONS, RESPONSES, OpenAIRequest, parse, upstream_body
 from gateway.proxy.sampling import RequestSampler
 from gateway.proxy.sse import StreamScanner
 from gateway.proxy.upstream import UPSTREAM_ERRORS, Backends, Failure, classify
+from gateway.proxy.usage import body_usage
 from monitoring import metrics as m
 from monitoring.guards import GuardCounters
 from router.classify import UNCLASSIFIED, InvalidCategory, Label, RequestClassifier, resolve
@@ -39,7 +40,7 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
-PATHS = {CHAT: "/chat/completions", "completions": "/completions"}
+PATHS = {CHAT: "/chat/completions", COMPLETIONS: "/completions", RESPONSES: "/responses"}
 _HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"date", b"server", b"te",
      b"trailer", b"upgrade", b"proxy-authenticate", b"proxy-connection", b"content-encoding"}
@@ -104,7 +105,7 @@ class ProxyHandler:
             raw = await _read_body(receive, headers, self.max_body)
             req = parse(raw, endpoint)
             try:
-                label = self.classifier.begin(headers, req.body)  # the model runs while we forward
+                label = self.classifier.begin(headers, req.conversation)  # the model runs while we forward
             except InvalidCategory as e:
                 raise bad_request(str(e), e.source, "invalid_category") from None
             ex = self._route(req, headers, ident, t0, request_id, label)
@@ -139,7 +140,7 @@ class ProxyHandler:
             arm = FORCED
         else:
             weight = alias.effective_weight_bp()
-            key = stickiness_key(self.sticky_order, headers, req.body) if weight else None
+            key = stickiness_key(self.sticky_order, headers, req.conversation) if weight else None
             # no stickiness key: a per-request coin (the request id is random)
             arm = choose_arm(alias.name, alias.rollout_id, key or request_id, weight).value
             name = alias.candidate if arm == Arm.CANDIDATE and alias.candidate else alias.stable
@@ -283,6 +284,9 @@ class ProxyHandler:
             await _send_error(send, GatewayError(502, f"Backend failed while answering: {type(e).__name__}.",
                                                  "upstream_error", None, "upstream_failed"), self._our_headers(ex))
             return
+        if resp.status == 200 and (rewrite := ModelRewrite.for_request(ex.version.model, ex.alias.name,
+                                                                         ex.req.body)) is not None:
+            body = rewrite.body(body)  # answers name the alias the client asked for
         if ex.capture is not None:
             ex.capture.append(body)
         start = self._start(ex, resp, [(b"content-length", str(len(body)).encode())])
@@ -290,16 +294,12 @@ class ProxyHandler:
         await send(start)
         await send({"type": "http.response.body", "body": body, "more_body": False})
         if resp.status == 200:  # after the client has it: usage is read off the hot path
-            try:
-                usage = orjson.loads(body).get("usage")
-                ex.usage = usage if isinstance(usage, dict) else None
-            except (orjson.JSONDecodeError, AttributeError):
-                pass
+            ex.usage = body_usage(body)
 
     async def _relay_stream(
         self, ex: Exchange, resp: aiohttp.ClientResponse, send: Send, watcher: _DisconnectWatcher
     ) -> None:
-        scanner = StreamScanner(strip_usage=not ex.req.wants_usage)
+        scanner = StreamScanner.of(ex.req, ModelRewrite.for_request(ex.version.model, ex.alias.name, ex.req.body))
         await send(self._start(ex, resp, []))
         try:
             async for chunk in resp.content.iter_any():
@@ -312,16 +312,16 @@ class ProxyHandler:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
             tail = scanner.flush()
             if not scanner.done:
-                raise aiohttp.ClientPayloadError("stream ended without [DONE]")
+                raise aiohttp.ClientPayloadError("stream ended before its final event")
         except UPSTREAM_ERRORS as e:
             # after the first byte there is no fallback: end the stream with an error event
             reason = Failure.MIDSTREAM.value
             m.UPSTREAM_ERRORS.labels(ex.alias.name, ex.version.name, reason).inc()
             ex.status = 502
-            tail = sse_error_event(f"Backend stream failed: {type(e).__name__}: {e}")
-        ex.usage = scanner.usage
+            tail = scanner.error_tail(f"Backend stream failed: {type(e).__name__}: {e}")
         watcher.stop()
         await send({"type": "http.response.body", "body": tail, "more_body": False})
+        ex.usage = scanner.usage  # after the client has its last byte
 
     # -- after the response ----------------------------------------------------------------------
 

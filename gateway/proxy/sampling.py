@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+from gateway.proxy.request import RESPONSES
 from judges import answers
 from judges.records import SAMPLE_IDENTIFIERS, Sample, generation_params
 from judges.redaction import Redactor
@@ -35,6 +36,8 @@ class RequestSampler:
         requests one."""
         if arm not in (Arm.STABLE, Arm.CANDIDATE) or label.category == UNCLASSIFIED or not self.wants_capture(alias):
             return
+        if endpoint == RESPONSES and body.get("previous_response_id"):
+            return  # the conversation is stored on the serving backend: the other version cannot see it
         if not self.sampler.decide(request_id, label.category, opted_out=opt_out):
             return
         # an answer that is only tool calls is sampled too: the judge sees the calls
@@ -54,7 +57,7 @@ class RequestSampler:
             endpoint=endpoint, served_version=version.name, served_arm=arm, stable=alias.stable,
             candidate=alias.candidate,
             messages=[msg for msg in messages if isinstance(msg, dict)] if isinstance(messages, list) else None,
-            prompt=body.get("prompt"), answer=answer, params=generation_params(dict(body)),
+            prompt=body.get("prompt"), input=body.get("input"), answer=answer, params=generation_params(dict(body)),
             reference=reference if isinstance(reference, str) else None,
             client_request_id=client_request_id[:CLIENT_ID_MAX] if client_request_id else None, ts=now,
         )

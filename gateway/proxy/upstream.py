@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 from enum import StrEnum
+from typing import Any
 
 import aiohttp
 
@@ -37,6 +38,11 @@ def classify(exc: BaseException) -> Failure:
     if isinstance(exc, asyncio.TimeoutError):  # includes aiohttp's ServerTimeoutError
         return Failure.TIMEOUT
     return Failure.PROTOCOL
+
+
+def server_root(base_url: str) -> str:
+    """vLLM serves /tokenize, /detokenize and /version beside /v1, not under it."""
+    return base_url.rstrip("/").removesuffix("/v1")
 
 
 def _auth_headers(version: VersionRecord) -> dict[str, str]:
@@ -73,29 +79,40 @@ class Backends:
     async def send(self, version: VersionRecord, path: str, body: bytes) -> aiohttp.ClientResponse:
         """POST and wait for the response head; the caller reads the body (streamed) and then calls
         release() (connection back to the pool) or close() (connection dropped: the backend cancels)."""
-        headers = {"content-type": "application/json", **_auth_headers(version)}
-        return await self.session(version.base_url).post(
-            f"{version.base_url}{path}", data=body, headers=headers
-        )
+        return await self.call("POST", version, f"{version.base_url}{path}", body)
+
+    async def call(self, method: str, version: VersionRecord, url: str, body: bytes | None = None
+                   ) -> aiohttp.ClientResponse:
+        headers = {"content-type": "application/json", **_auth_headers(version)} if body is not None \
+            else _auth_headers(version)
+        return await self.session(version.base_url).request(method, url, data=body, headers=headers)
+
+    async def models(self, version: VersionRecord, timeout_s: float = 2.0) -> list[dict[str, Any]]:
+        """The backend's model list (GET {base_url}/models). Raises UPSTREAM_ERRORS, or ValueError when the
+        answer is not a model list."""
+        async with self.session(version.base_url).get(
+            f"{version.base_url}/models", headers=_auth_headers(version),
+            timeout=aiohttp.ClientTimeout(total=timeout_s),
+        ) as r:
+            if r.status != 200:
+                raise ValueError(f"GET /models answered {r.status}")
+            try:
+                payload = await r.json(content_type=None)
+            except ValueError:
+                raise ValueError("GET /models did not return JSON") from None
+        data = payload.get("data") if isinstance(payload, dict) else None
+        if not isinstance(data, list):
+            raise ValueError("GET /models did not return a model list")
+        return [m for m in data if isinstance(m, dict)]
 
     async def probe(self, version: VersionRecord, timeout_s: float = 2.0) -> tuple[bool, str]:
         """Is the backend up and serving this version's model? (GET {base_url}/models)"""
         try:
-            async with self.session(version.base_url).get(
-                f"{version.base_url}/models", headers=_auth_headers(version),
-                timeout=aiohttp.ClientTimeout(total=timeout_s),
-            ) as r:
-                if r.status != 200:
-                    return False, f"GET /models answered {r.status}"
-                payload = await r.json(content_type=None)
+            served = {str(m.get("id")) for m in await self.models(version, timeout_s)}
         except UPSTREAM_ERRORS as e:
             return False, f"{classify(e).value}: {type(e).__name__}: {e}"
-        except ValueError:
-            return False, "GET /models did not return JSON"
-        try:
-            served = {str(m.get("id")) for m in payload.get("data", [])}
-        except (AttributeError, TypeError):
-            return False, "GET /models did not return a model list"
+        except ValueError as e:
+            return False, str(e)
         if version.model not in served:
             return False, f"model {version.model!r} not served (serves: {sorted(served)})"
         return True, "ok"

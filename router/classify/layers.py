@@ -11,6 +11,8 @@ from router.classify.prompt import PromptParts
 from router.classify.taxonomy import OTHER, CompiledRules
 
 HEADER = "x-cliffguard-category"
+# namespaced: OpenAI's `metadata` is the client's own, and a `category` key there may mean anything
+METADATA_KEY = "cliffguard_category"
 
 
 class InvalidCategory(ValueError):
@@ -27,13 +29,14 @@ class Label:
 
 
 def explicit_category(headers: Mapping[str, str], body: Mapping[str, Any], allowed: tuple[str, ...]) -> str | None:
-    """The client's own label (header or `metadata.category`); raises InvalidCategory for other values."""
+    """The client's own label (header or `metadata.cliffguard_category`); raises InvalidCategory for other
+    values."""
     value = headers.get(HEADER)
     source = f"the {HEADER} header"
     if value is None:
         meta = body.get("metadata")
-        if isinstance(meta, dict) and "category" in meta:
-            value, source = meta["category"], "metadata.category"
+        if isinstance(meta, dict) and METADATA_KEY in meta:
+            value, source = meta[METADATA_KEY], f"metadata.{METADATA_KEY}"
     if value is None:
         return None
     if not isinstance(value, str) or value.strip().lower() not in allowed:

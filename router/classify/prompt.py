@@ -11,12 +11,37 @@ SHORT_TURN_WORDS = 8
 MAX_CHARS = 2000  # the tokenizer truncates to max_tokens anyway; this bounds the work before it
 
 
+_TEXT_PARTS = ("text", "input_text", "output_text")  # chat content parts, and the Responses API's
+
+
 def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # OpenAI content parts
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") in _TEXT_PARTS)
     return ""
+
+
+def responses_messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A Responses API request's `instructions` and `input` as chat messages with text content, so that it
+    is read like a chat request: a string input is one user turn; message items keep their role; a
+    function call and its output become an assistant line and a tool turn."""
+    out: list[dict[str, Any]] = []
+    if isinstance(body.get("instructions"), str):
+        out.append({"role": "system", "content": body["instructions"]})
+    inp = body.get("input")
+    for item in [{"role": "user", "content": inp}] if isinstance(inp, str) else inp if isinstance(inp, list) else []:
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type", "message")
+        if kind == "message" and isinstance(item.get("role"), str):
+            out.append({"role": item["role"], "content": _text(item.get("content"))})
+        elif kind == "function_call":
+            out.append({"role": "assistant", "content": f"[tool call] {item.get('name')}({item.get('arguments')})"})
+        elif kind == "function_call_output":
+            output = item.get("output")
+            out.append({"role": "tool", "content": output if isinstance(output, str) else _text(output)})
+    return out
 
 
 @dataclass(frozen=True, slots=True)

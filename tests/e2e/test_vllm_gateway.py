@@ -6,19 +6,17 @@ import httpx
 import openai
 import pytest
 
+from tests.support.vllm import versions
+
 pytestmark = pytest.mark.e2e
 MSG = [{"role": "user", "content": "Tell me about the sea."}]
 
 
 @pytest.fixture
 def gw(vllm_pair, gateway_factory):
-    a, b = vllm_pair
-    versions = [{"name": "base-v1", "base_url": f"{a.url}/v1", "model": "base"},
-                {"name": "ft-lora", "base_url": f"{a.url}/v1", "model": "ft"},
-                {"name": "perturbed", "base_url": f"{b.url}/v1", "model": "perturbed"}]
     aliases = [{"name": "bot", "stable": "base-v1", "candidate": "perturbed", "weight_pct": 50},
                {"name": "lora-bot", "stable": "base-v1", "candidate": "ft-lora", "weight_pct": 100}]
-    return gateway_factory(versions, aliases)
+    return gateway_factory(versions(*vllm_pair), aliases)
 
 
 def vllm_direct(url):
@@ -37,7 +35,7 @@ def test_chat_and_completions_with_usage_matching_vllm(gw, vllm_pair):
                                                                  max_tokens=12, temperature=0)
         assert via_gw.choices[0].message.content == direct.choices[0].message.content
         assert via_gw.usage.model_dump() == direct.usage.model_dump()
-        assert via_gw.model == server.served_name  # backend's answer passed through untouched
+        assert via_gw.model == "bot" and direct.model == server.served_name  # the alias, whichever answered
 
     comp = c.completions.create(model="bot", prompt="Once upon a time", max_tokens=8, temperature=0)
     assert comp.usage.completion_tokens == 8 and comp.choices[0].text
@@ -60,7 +58,7 @@ def test_streaming_chat_and_completions(gw, vllm_pair):
 def test_lora_adapter_routing(gw, vllm_pair):
     c = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="x", max_retries=0, timeout=60)
     raw = c.chat.completions.with_raw_response.create(model="lora-bot", messages=MSG, max_tokens=8, temperature=0)
-    assert raw.headers["x-cliffguard-version"] == "ft-lora" and raw.parse().model == "ft"
+    assert raw.headers["x-cliffguard-version"] == "ft-lora" and raw.parse().model == "lora-bot"
     direct = vllm_direct(vllm_pair[0].url).chat.completions.create(model="ft", messages=MSG, max_tokens=8,
                                                                    temperature=0)
     assert raw.parse().choices[0].message.content == direct.choices[0].message.content

@@ -128,8 +128,8 @@ def test_category_header_and_rules(backend_factory, gateway_factory):
     assert err["code"] == "invalid_category" and err["param"] == "the x-cliffguard-category header"
     assert "support" in err["message"]
     r = httpx.post(f"{gw.url}/v1/chat/completions", json={"model": "bot", "messages": msgs,
-                                                          "metadata": {"category": 5}})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "metadata.category"
+                                                          "metadata": {"cliffguard_category": 5}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "metadata.cliffguard_category"
     before = scrape(gw.url, "cliffguard_classifications_total", category="math", layer="explicit")
     r = httpx.post(f"{gw.url}/v1/chat/completions", json={"model": "bot", "messages": msgs},
                    headers={"x-cliffguard-category": "math"})

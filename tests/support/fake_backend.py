@@ -1,6 +1,8 @@
 """A scripted OpenAI-compatible backend speaking real HTTP, for failure modes a tiny model cannot show
 on cue: refused connections are a closed port; this covers slow heads, 5xx, mid-stream failures, slow
-streams, and records whether a request was cancelled by the gateway."""
+streams, and records whether a request was cancelled by the gateway. It speaks chat, completions and the
+Responses API (events shaped as vLLM 0.32 writes them), and vLLM's embeddings, tokenize, detokenize and
+version endpoints."""
 
 from __future__ import annotations
 
@@ -48,10 +50,43 @@ class FakeBackend:
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/v1/chat/completions", self.chat, methods=["POST"]),
             Route("/v1/completions", self.completions, methods=["POST"]),
+            Route("/v1/responses", self.responses, methods=["POST"]),
+            Route("/v1/embeddings", self.embeddings, methods=["POST"]),
+            Route("/tokenize", self.tokenize, methods=["POST"]),
+            Route("/detokenize", self.detokenize, methods=["POST"]),
+            Route("/version", self.version, methods=["GET"]),
         ])
 
     async def models(self, request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [{"id": self.script.model, "object": "model"}]})
+        return JSONResponse({"object": "list", "data": [
+            {"id": self.script.model, "object": "model", "created": 1700000000, "owned_by": "vllm",
+             "root": f"/models/{self.script.model}", "parent": None, "max_model_len": 4096}]})
+
+    async def _recorded(self, request: Request) -> dict[str, Any]:
+        body: dict[str, Any] = orjson.loads(await request.body())
+        self.record.requests.append(body)
+        self.record.headers.append(dict(request.headers))
+        return body
+
+    async def embeddings(self, request: Request) -> Response:
+        body = await self._recorded(request)
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        return JSONResponse({"object": "list", "model": body["model"], "usage": {"prompt_tokens": 3, "total_tokens": 3},
+                             "data": [{"object": "embedding", "index": i, "embedding": [0.5, -0.25, float(len(x))]}
+                                      for i, x in enumerate(inputs)]})
+
+    async def tokenize(self, request: Request) -> Response:
+        body = await self._recorded(request)
+        tokens = [ord(c) for c in body.get("prompt", "")]
+        return JSONResponse({"count": len(tokens), "max_model_len": 4096, "tokens": tokens, "token_strs": None})
+
+    async def detokenize(self, request: Request) -> Response:
+        body = await self._recorded(request)
+        return JSONResponse({"prompt": "".join(chr(t) for t in body["tokens"])})
+
+    async def version(self, request: Request) -> Response:
+        self.record.headers.append(dict(request.headers))
+        return JSONResponse({"version": f"fake-{self.name}"})
 
     async def chat(self, request: Request) -> Response:
         return await self._answer(request, chat=True)
@@ -59,10 +94,8 @@ class FakeBackend:
     async def completions(self, request: Request) -> Response:
         return await self._answer(request, chat=False)
 
-    async def _answer(self, request: Request, chat: bool) -> Response:
-        body = orjson.loads(await request.body())
-        self.record.requests.append(body)
-        self.record.headers.append(dict(request.headers))
+    async def _refusal(self, body: dict[str, Any]) -> Response | None:
+        """The scripted head delay, then a 404 for another model or the scripted failure, as vLLM answers."""
         s = self.script
         if s.head_delay_s:
             await asyncio.sleep(s.head_delay_s)
@@ -73,6 +106,13 @@ class FakeBackend:
             status = s.status if s.status != 200 else 500
             return JSONResponse({"error": {"message": f"scripted {status}", "type": "InternalServerError",
                                            "param": None, "code": status}}, status)
+        return None
+
+    async def _answer(self, request: Request, chat: bool) -> Response:
+        body = await self._recorded(request)
+        if (refused := await self._refusal(body)) is not None:
+            return refused
+        s = self.script
         rid = f"{self.name}-{next(self._ids)}"
         words = [f"{w} " for w in s.text.split()][: s.chunks] or ["x"]
         usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}
@@ -123,6 +163,79 @@ class FakeBackend:
             if include_usage:
                 yield event([], usage=usage)
             yield b"data: [DONE]\n\n"
+            self.record.completed += 1
+        except asyncio.CancelledError:
+            self.record.cancelled += 1
+            raise
+
+    # -- the Responses API ----------------------------------------------------------------------------
+
+    async def responses(self, request: Request) -> Response:
+        body = await self._recorded(request)
+        if (refused := await self._refusal(body)) is not None:
+            return refused
+        s = self.script
+        rid = f"resp_{self.name}{next(self._ids)}"
+        words = [f"{w} " for w in s.text.split()][: s.chunks] or ["x"]
+        usage = {"input_tokens": 7, "output_tokens": len(words), "total_tokens": 7 + len(words),
+                 "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}
+        if s.tool_call:
+            item: dict[str, Any] = {"id": "fc_1", "type": "function_call", "call_id": "call_1", "name": s.tool_call[0],
+                                    "arguments": s.tool_call[1], "status": "completed"}
+        else:
+            item = {"id": "msg_1", "type": "message", "role": "assistant", "status": "completed",
+                    "content": [{"type": "output_text", "text": "".join(words), "annotations": []}]}
+
+        def response(status: str, output: list[dict[str, Any]], usage: dict[str, Any] | None) -> dict[str, Any]:
+            # vLLM's field order: the echoed instructions and metadata come before the model
+            return {"id": rid, "created_at": int(time.time()), "incomplete_details": None,
+                    "instructions": body.get("instructions"), "metadata": body.get("metadata"), "model": s.model,
+                    "object": "response", "output": output, "status": status, "tools": body.get("tools") or [],
+                    "usage": usage, "user": body.get("user")}
+
+        if not body.get("stream"):
+            self.record.completed += 1
+            return JSONResponse(response("completed", [item], usage))
+        return StreamingResponse(self._response_events(item, words, response, usage), media_type="text/event-stream")
+
+    async def _response_events(self, item: dict[str, Any], words: list[str], response: Any,
+                               usage: dict[str, Any]) -> Any:
+        s = self.script
+        seq = itertools.count()
+
+        def event(kind: str, **fields: Any) -> bytes:
+            data = orjson.dumps({**fields, "sequence_number": next(seq), "type": kind})
+            return b"event: " + kind.encode() + b"\ndata: " + data + b"\n\n"
+        try:
+            yield event("response.created", response=response("in_progress", [], None))
+            yield event("response.in_progress", response=response("in_progress", [], None))
+            if item["type"] == "function_call":
+                yield event("response.output_item.added", item={**item, "arguments": "", "status": "in_progress"},
+                            output_index=0)
+                args = item["arguments"]
+                for piece in (args[: len(args) // 2], args[len(args) // 2:]):
+                    yield event("response.function_call_arguments.delta", delta=piece, item_id=item["id"],
+                                output_index=0)
+                yield event("response.function_call_arguments.done", arguments=args, item_id=item["id"],
+                            output_index=0)
+            else:
+                yield event("response.output_item.added", item={**item, "content": [], "status": "in_progress"},
+                            output_index=0)
+                yield event("response.content_part.added", content_index=0, item_id=item["id"], output_index=0,
+                            part={"type": "output_text", "text": "", "annotations": []})
+                for i, w in enumerate(words):
+                    if s.fail_after_chunks is not None and i >= s.fail_after_chunks:
+                        raise ConnectionAbortedError("scripted mid-stream failure")
+                    if s.chunk_delay_s:
+                        await asyncio.sleep(s.chunk_delay_s)
+                    yield event("response.output_text.delta", content_index=0, delta=w, item_id=item["id"],
+                                output_index=0, logprobs=[])
+                yield event("response.output_text.done", content_index=0, item_id=item["id"], output_index=0,
+                            text="".join(words), logprobs=[])
+                yield event("response.content_part.done", content_index=0, item_id=item["id"], output_index=0,
+                            part=item["content"][0])
+            yield event("response.output_item.done", item=item, output_index=0)
+            yield event("response.completed", response=response("completed", [item], usage))
             self.record.completed += 1
         except asyncio.CancelledError:
             self.record.cancelled += 1

@@ -41,13 +41,20 @@ class VLLMServer:
         args = [str(VENV / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model),
                 "--host", "127.0.0.1", "--port", str(self.port), "--served-model-name", served_name,
                 "--dtype", "float32", "--max-model-len", "2048", "--enforce-eager",
-                "--kv-cache-memory-bytes", "64M"]
+                "--kv-cache-memory-bytes", "64M",
+                # tool calls as the clients people use send them (chat and Responses). The tiny model never
+                # writes a <tool_call> on its own; a forced tool choice makes vLLM constrain its output, and
+                # without free whitespace a strict tool's arguments end (random weights would pad forever)
+                "--enable-auto-tool-choice", "--tool-call-parser", "hermes",
+                "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']
         if lora:
             args += ["--enable-lora", "--max-lora-rank", "8", "--max-loras", "2", "--lora-modules",
                      *(f"{k}={v}" for k, v in lora.items())]
         env = {**os.environ, "VLLM_HOST_IP": "127.0.0.1", "HF_HUB_OFFLINE": "1", "VLLM_NO_USAGE_STATS": "1",
                "TMPDIR": str(self.tmp), "VLLM_CACHE_ROOT": str(self.tmp / "cache"),
-               "VLLM_CPU_OMP_THREADS_BIND": str(cpu), "VLLM_LOGGING_LEVEL": "WARNING"}
+               "VLLM_CPU_OMP_THREADS_BIND": str(cpu), "VLLM_LOGGING_LEVEL": "WARNING",
+               # forced tool calls as plain JSON (governed by disable_any_whitespace), not hermes structural tags
+               "VLLM_ENFORCE_STRICT_TOOL_CALLING": "0"}
         self.log = open(self.tmp / "server.log", "wb")  # noqa: SIM115
         # own process group: vLLM runs several processes, all must go at the end
         self.proc = subprocess.Popen(args, env=env, stdout=self.log, stderr=subprocess.STDOUT,
@@ -81,3 +88,10 @@ class VLLMServer:
                 break
             time.sleep(0.2)
         self.log.close()
+
+
+def versions(a: VLLMServer, b: VLLMServer) -> list[dict[str, str]]:
+    """The versions the end-to-end gateways register on the session's pair: base, its LoRA, the perturbed copy."""
+    return [{"name": "base-v1", "base_url": f"{a.url}/v1", "model": "base"},
+            {"name": "ft-lora", "base_url": f"{a.url}/v1", "model": "ft"},
+            {"name": "perturbed", "base_url": f"{b.url}/v1", "model": "perturbed"}]

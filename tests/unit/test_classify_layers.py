@@ -67,12 +67,14 @@ def test_layers_first_match_wins():
 def test_explicit_category_from_header_or_metadata_allowed_values_only():
     allowed = Taxonomy.build().names
     assert explicit_category({"x-cliffguard-category": "Math "}, {}, allowed) == "math"
-    assert explicit_category({}, {"metadata": {"category": "coding"}}, allowed) == "coding"
+    assert explicit_category({}, {"metadata": {"cliffguard_category": "coding"}}, allowed) == "coding"
     assert explicit_category({}, {"metadata": {"other": 1}}, allowed) is None
+    # the client's own free-form metadata is not ours: `category` is neither read nor refused
+    assert explicit_category({}, {"metadata": {"category": "cooking"}}, allowed) is None
     with pytest.raises(InvalidCategory, match="x-cliffguard-category"):
         explicit_category({"x-cliffguard-category": "cooking"}, {}, allowed)
-    with pytest.raises(InvalidCategory, match="metadata.category"):
-        explicit_category({}, {"metadata": {"category": 7}}, allowed)
+    with pytest.raises(InvalidCategory, match="metadata.cliffguard_category"):
+        explicit_category({}, {"metadata": {"cliffguard_category": 7}}, allowed)
 
 
 def test_threshold_falls_back_to_other():
