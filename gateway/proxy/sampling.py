@@ -38,6 +38,8 @@ class RequestSampler:
             return
         if endpoint == RESPONSES and body.get("previous_response_id"):
             return  # the conversation is stored on the serving backend: the other version cannot see it
+        if _carries_media(body):
+            return  # the judge reads text; images, audio and files would be stored for 30 days unjudgeable
         if not self.sampler.decide(request_id, label.category, opted_out=opt_out):
             return
         # an answer that is only tool calls is sampled too: the judge sees the calls
@@ -63,3 +65,19 @@ class RequestSampler:
         )
         self.sink.push(now, self.redactor.record(sample, SAMPLE_IDENTIFIERS).model_dump_json().encode())
         m.SAMPLES.labels(alias.name, label.category).inc()
+
+
+_TEXT_PARTS = frozenset({"text", "input_text", "output_text", "refusal"})
+
+
+def _carries_media(body: dict[str, object]) -> bool:
+    """Whether a chat or Responses request holds a non-text content part (image, audio, file)."""
+    turns = body.get("messages")
+    if not isinstance(turns, list):
+        turns = body.get("input")
+    for turn in turns if isinstance(turns, list) else []:
+        content = turn.get("content") if isinstance(turn, dict) else None
+        if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") not in _TEXT_PARTS
+                                             for p in content):
+            return True
+    return False

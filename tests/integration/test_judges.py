@@ -332,6 +332,24 @@ async def test_opt_out_and_redaction(rig):
     assert sample.messages[0]["content"] == "Mail me at [REDACTED] about my card [REDACTED]"
 
 
+async def test_a_long_word_or_an_image_cannot_stall_sampling(rig):
+    # a client-controlled 1 MB run of word characters: the redaction patterns stay linear in it
+    r = rig()
+    t0 = time.monotonic()
+    assert r.ask(1, body={"messages": [{"role": "user", "content": "x" * 1_000_000 + " a@b.io"}]})[0].status_code == 200
+    image = [{"type": "text", "text": "What is this?"},
+             {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "A" * 200_000}}]
+    assert r.ask(1, body={"messages": [{"role": "user", "content": image}]})[0].status_code == 200
+    client, q, _ = r.state()
+    await r.queued(q, 1)
+    await asyncio.sleep(0.3)
+    rows = await client.xrange(q.keys.samples)
+    await client.aclose()
+    assert time.monotonic() - t0 < 5
+    assert len(rows) == 1  # the image request is not sampled: the judge reads text only
+    assert Sample.from_fields(rows[0][1]).messages[0]["content"].endswith(" [REDACTED]")
+
+
 async def test_single_answer_mode_without_a_candidate(rig):
     r = rig(judge_mode="rating:7", candidate=False, single=True)
     r.ask(2)
@@ -491,7 +509,7 @@ async def test_nothing_stored_matches_the_redaction_patterns(rig):
     messages = [
         {"role": "system", "content": f"The user is {email}."},
         {"role": "user", "content": [{"type": "text", "text": f"My card is {card}"},
-                                     {"type": "image_url", "image_url": {"url": f"https://img.example/{email}"}}]},
+                                     {"type": "text", "text": f"see https://img.example/{email}"}]},
         {"role": "assistant", "content": None, "tool_calls": [{"id": "c1", "type": "function", "function": {
             "name": "lookup", "arguments": f'{{"email": "{email}"}}'}}]},
         {"role": "tool", "tool_call_id": "c1", "content": f"account of {email}, card {card}"},
