@@ -50,6 +50,8 @@ def serve(settings: Settings, config_path: str | None, log_level: str = "info") 
         os.environ[f"{ENV_PREFIX}REDIS_URL"] = embedded.url  # the workers' settings pick it up
     import uvicorn
 
+    from gateway.processes.http_protocol import GatewayHttpProtocol
+
     try:
         uvicorn.run(
             "gateway.app:create_app",
@@ -58,7 +60,7 @@ def serve(settings: Settings, config_path: str | None, log_level: str = "info") 
             port=settings.listen.port,
             workers=settings.workers,
             loop="uvloop",
-            http="httptools",
+            http=GatewayHttpProtocol,  # OpenAI-format 400 for malformed HTTP
             lifespan="on",
             access_log=False,
             server_header=False,

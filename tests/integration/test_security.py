@@ -1,15 +1,17 @@
-"""Who may do what, and what leaks: client keys and admin tokens on the OpenAI endpoints, and webhook
-failures that do not log their secret URL."""
+"""Who may do what, and what leaks: client keys and admin tokens on the OpenAI endpoints, what readiness
+tells whom (and that one alias's broken backend does not take the replica out), and webhook failures
+that do not log their secret URL."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 import httpx
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from monitoring.notify import Notifier
@@ -44,6 +46,72 @@ def test_a_read_only_token_is_not_a_client_key(backend_factory, gateway_factory)
     assert httpx.post(f"{gw.url}/v1/chat/completions", json=chat, headers={**CLIENT, **forced}).status_code == 403
     r = httpx.post(f"{gw.url}/v1/chat/completions", json=chat, headers={**ADMIN, **forced})
     assert r.status_code == 200 and r.headers["x-cliffguard-arm"] == "forced"
+
+
+# -- readiness ------------------------------------------------------------------------------------------
+
+
+class CountingBackend:
+    """A real OpenAI-style /v1/models endpoint that counts the probes and can be switched off."""
+
+    def __init__(self, model: str) -> None:
+        self.model, self.probes, self.up = model, 0, True
+        self.app = Starlette(routes=[Route("/v1/models", self.models)])
+
+    async def models(self, request: Request) -> Response:
+        self.probes += 1
+        if not self.up:
+            return JSONResponse({"error": "down"}, 503)
+        return JSONResponse({"object": "list", "data": [{"id": self.model}]})
+
+
+def test_readiness_is_per_alias_cached_and_detailed_only_for_operators(gateway_factory):
+    good, bad = CountingBackend("base"), CountingBackend("other")
+    with ThreadServer(good.app) as g, ThreadServer(bad.app) as b:
+        closed = f"http://127.0.0.1:{free_port()}/v1"
+        versions = [{"name": "v1", "base_url": f"{g.url}/v1", "model": "base"},
+                    {"name": "v2", "base_url": f"{b.url}/v1", "model": "other"},
+                    {"name": "gone", "base_url": closed, "model": "x"}]
+        aliases = [{"name": "bot", "stable": "v1", "candidate": "v2", "weight_pct": 10},
+                   {"name": "broken", "stable": "gone"}]
+        gw = gateway_factory(versions, aliases)
+        probes = gw.server.config.app.probes  # the gateway's cache; its refresh age is shortened below
+
+        # one alias's backend is down: the replica stays ready (and says it is degraded to operators)
+        r = httpx.get(f"{gw.url}/readyz")
+        assert r.status_code == 200 and r.json() == {"status": "degraded"}  # no details, no hosts
+        detail = httpx.get(f"{gw.url}/readyz", headers=READ).json()
+        assert detail["aliases"]["bot"]["ready"] and not detail["aliases"]["broken"]["ready"]
+        assert "127.0.0.1" in detail["aliases"]["broken"]["stable"]["detail"]  # named to operators only
+        assert detail["redis"]["ok"] and detail["state_loaded"]
+        assert httpx.get(f"{gw.url}/readyz", headers=CLIENT).json() == {"status": "degraded"}
+
+        # per alias: one answer per alias, for a load balancer in front of one product
+        assert httpx.get(f"{gw.url}/readyz?alias=bot").json() == {"alias": "bot", "status": "ready"}
+        assert httpx.get(f"{gw.url}/readyz?alias=broken").status_code == 503
+        assert httpx.get(f"{gw.url}/readyz?alias=nope").status_code == 503
+        assert httpx.get(f"{gw.url}/readyz?alias=nope", headers=ADMIN).json()["detail"] == "unknown alias 'nope'"
+
+        # a probe storm does not reach the backends: results are cached and refreshed in the background
+        before = good.probes
+        for _ in range(50):
+            httpx.get(f"{gw.url}/readyz?alias=bot")
+        assert good.probes - before <= 1
+
+        # the candidate going down does not make the alias unready (requests fall back to stable)
+        probes.max_age_s = 0.2
+        bad.up = False
+        deadline = time.monotonic() + 5
+        while httpx.get(f"{gw.url}/readyz", headers=READ).json()["aliases"]["bot"]["candidate"]["ok"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert httpx.get(f"{gw.url}/readyz?alias=bot").status_code == 200
+        good.up = False  # its stable going down does
+        deadline = time.monotonic() + 5
+        while httpx.get(f"{gw.url}/readyz?alias=bot").status_code == 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert httpx.get(f"{gw.url}/readyz").status_code == 200  # and still not the replica
 
 
 # -- webhooks ---------------------------------------------------------------------------------------------
