@@ -3,7 +3,6 @@ everything else (models, health, metrics, admin) goes through a small Starlette 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from typing import Any
@@ -16,6 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway import admin, console
+from gateway.body_deadline import BodyDeadlines
 from gateway.config import Settings, load_settings
 from gateway.context import GatewayContext
 from gateway.errors import GatewayError, unauthorized
@@ -35,6 +35,7 @@ class GatewayApp:
         self.ctx: GatewayContext | None = None
         self.proxy: ProxyHandler | None = None
         self.probes: BackendProbes | None = None
+        self.deadlines: BodyDeadlines | None = None
         self.web: Starlette | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -52,7 +53,8 @@ class GatewayApp:
         so the connection stays usable (uvicorn closes it on an exception that reaches it). The body must
         arrive within `timeouts.request_body`."""
         started = False
-        body = BodyDeadline(receive, self.settings.timeouts.request_body)
+        assert self.deadlines is not None
+        body = self.deadlines.wrap(receive)
 
         async def tracking_send(msg: Message) -> None:
             nonlocal started
@@ -75,8 +77,6 @@ class GatewayApp:
                 await tracking_send({"type": "http.response.start", "status": 500,
                                      "headers": [(b"content-type", b"application/json")]})
                 await tracking_send({"type": "http.response.body", "body": _INTERNAL.body()})
-        finally:
-            body.close()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -90,6 +90,8 @@ class GatewayApp:
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif msg["type"] == "lifespan.shutdown":
+                if self.deadlines:
+                    await self.deadlines.stop()
                 if self.probes:
                     await self.probes.stop()
                 if self.ctx:
@@ -98,6 +100,8 @@ class GatewayApp:
                 return
 
     async def startup(self) -> None:
+        self.deadlines = BodyDeadlines(self.settings.timeouts.request_body)
+        self.deadlines.start()
         ctx = await GatewayContext.start(self.settings)
         self.ctx = ctx
         self.proxy = ProxyHandler(ctx.settings, ctx.state, ctx.backends, ctx.auth, ctx.classifier, ctx.sampler,
@@ -105,61 +109,6 @@ class GatewayApp:
         self.probes = BackendProbes(ctx.state, ctx.backends)
         self.probes.start()
         self.web = _web_app(ctx, self.probes)
-
-
-class BodyDeadline:
-    """`receive` with a deadline until the request body is complete, then `receive` as it is (from then on it
-    only reports the disconnect). A client that has not sent its body in time gets a 408.
-
-    One timer per request, armed at the first `receive` and cancelled when the body is complete, so a body
-    that is already there (the common case) costs a timer's creation and cancellation and nothing else.
-    When it fires, it cancels the task only if it is waiting in `receive`."""
-
-    __slots__ = ("_receive", "_deadline", "_timer", "_waiter", "_done", "expired")
-
-    def __init__(self, receive: Receive, timeout_s: float) -> None:
-        self._receive = receive
-        self._deadline = asyncio.get_running_loop().time() + timeout_s
-        self._timer: asyncio.TimerHandle | None = None
-        self._waiter: asyncio.Task[Any] | None = None
-        self._done = False
-        self.expired = False
-
-    async def __call__(self) -> Message:
-        if self._done:
-            return await self._receive()
-        if self.expired:
-            raise _request_timeout()
-        if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_at(self._deadline, self._expire)
-        self._waiter = asyncio.current_task()
-        try:
-            msg = await self._receive()
-        except asyncio.CancelledError:
-            if not self.expired or self._waiter is None:
-                raise
-            self._waiter.uncancel()
-            raise _request_timeout() from None
-        finally:
-            self._waiter = None
-        if msg["type"] != "http.request" or not msg.get("more_body", False):
-            self._done = True
-            self._timer.cancel()
-        return msg
-
-    def _expire(self) -> None:
-        self.expired = True
-        if self._waiter is not None:
-            self._waiter.cancel()
-
-    def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
-
-def _request_timeout() -> GatewayError:
-    return GatewayError(408, "The request body did not arrive in time.", "invalid_request_error", None,
-                        "request_timeout")
 
 
 _INTERNAL = GatewayError(500, "Internal gateway error.", "server_error", None, "internal_error")
