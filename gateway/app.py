@@ -40,9 +40,7 @@ class GatewayApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            endpoint = _PROXY_PATHS.get(scope["path"])
-            if endpoint is None or scope["method"] != "POST":
-                endpoint = None
+            endpoint = _PROXY_PATHS.get(scope["path"]) if scope["method"] == "POST" else None
             await self._guarded(scope, receive, send, endpoint)
         elif scope["type"] == "lifespan":
             await self._lifespan(receive, send)
@@ -153,10 +151,6 @@ def _web_app(ctx: GatewayContext, probes: BackendProbes) -> Starlette:
                          _HTTP_CODES.get(exc.status_code, "http_error"))
         return Response(e.body(), status_code=e.status, headers=headers, media_type="application/json")
 
-    async def gateway_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, GatewayError)
-        return Response(exc.body(), status_code=exc.status, media_type="application/json")
-
     async def server_error(request: Request, exc: Exception) -> Response:
         # logged and counted by GatewayApp._guarded, which the exception reaches next
         return Response(_INTERNAL.body(), status_code=500, media_type="application/json")
@@ -174,7 +168,7 @@ def _web_app(ctx: GatewayContext, probes: BackendProbes) -> Starlette:
         *admin.routes(ctx),
         *console.routes(),
     ]
-    handlers: dict[Any, Any] = {HTTPException: http_error, GatewayError: gateway_error, 500: server_error}
+    handlers: dict[Any, Any] = {HTTPException: http_error, 500: server_error}
     return Starlette(routes=routes, exception_handlers=handlers)
 
 

@@ -65,6 +65,9 @@ def _invalid(e: ValidationError, where: str, code: str) -> GatewayError:
                         "invalid_request_error", str(first["loc"][0]) if first["loc"] else None, code)
 
 
+_ID_PART_MAX = 2**64 - 1  # a Redis stream id is two unsigned 64-bit integers
+
+
 class EventsQuery(BaseModel):
     count: int = Field(100, ge=1, le=1000, description="how many events")
     after: str | None = Field(None, pattern=r"^[0-9]{1,20}(-[0-9]{1,20})?$",
@@ -76,9 +79,6 @@ class EventsQuery(BaseModel):
         if v is not None and any(int(part) > _ID_PART_MAX for part in v.split("-")):
             raise ValueError("not an event id (each part must fit in 64 bits)")
         return v
-
-
-_ID_PART_MAX = 2**64 - 1  # a Redis stream id is two unsigned 64-bit integers
 
 
 class RateLimiter:

@@ -19,14 +19,16 @@ MAX_BODY = 256 * 1024  # small, so that bodies past the limit are cheap to gener
 
 
 @pytest.fixture(scope="module")
-def fuzz_gateway(redis_srv: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ThreadServer]:
+def fuzz_gateway(request: pytest.FixtureRequest, redis_srv: RedisServer, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[ThreadServer]:
     backends = [ThreadServer(FakeBackend(name, model=model).app).start()
                 for name, model in (("stable", "base"), ("cand", "ft"))]
     versions = [{"name": "v1", "base_url": f"{backends[0].url}/v1", "model": "base"},
                 {"name": "v2", "base_url": f"{backends[1].url}/v1", "model": "ft"}]
     aliases = [{"name": "bot", "stable": "v1", "candidate": "v2", "weight_pct": 50},
                {"name": "solo", "stable": "v1"}]
-    settings = gateway_settings(redis_srv.url, f"fuzz{os.getpid()}-{tmp_path_factory.getbasetemp().name}",
+    prefix = f"fuzz{os.getpid()}-{request.module.__name__.rsplit('.', 1)[-1]}"  # each module its own state
+    settings = gateway_settings(redis_srv.url, prefix,
                                 tmp_path_factory.mktemp("fuzz"), versions, aliases, controller={"enabled": False},
                                 limits={"max_body_bytes": MAX_BODY})
     with pytest.MonkeyPatch.context() as mp:
