@@ -59,8 +59,9 @@ class Authenticator:
         return found
 
     def client(self, authorization: str | None) -> Identity | None:
-        """The caller of an OpenAI endpoint, or None when a key is required and missing or wrong."""
+        """The caller of an OpenAI endpoint, or None when a key is required and missing or wrong. A client key
+        or an admin token (which may force a version) qualifies; a read-only token only reads the admin API."""
         ident = self.identify(authorization)
-        if ident is not None:
+        if ident is not None and ident.role != "read":
             return ident
         return None if self.clients_need_key else ANONYMOUS

@@ -96,13 +96,15 @@ class Auth(_Strict):
 
 
 class Timeouts(_Strict):
-    """Backend timeouts in seconds. `read` is the longest wait for any byte (headers or the next chunk),
-    like nginx's proxy_read_timeout: a non-streamed answer must arrive within it."""
+    """Timeouts in seconds. Backend: `read` is the longest wait for any byte (headers or the next chunk),
+    like nginx's proxy_read_timeout: a non-streamed answer must arrive within it. Client: `request_body` is
+    how long a client may take to send its request body (then 408, and the connection is closed)."""
 
     connect: float = Field(5.0, gt=0)
     read: float = Field(300.0, gt=0)
     write: float = Field(30.0, gt=0)
     pool: float = Field(5.0, gt=0)
+    request_body: float = Field(30.0, gt=0)
 
 
 class Limits(_Strict):

@@ -1,11 +1,15 @@
 """Webhooks for rollout transitions: a JSON POST whose `text` field is Slack-compatible, sent in the
-background (a slow or failing receiver never delays the controller); failures are logged and counted."""
+background (a slow or failing receiver never delays the controller); failures are logged and counted.
+
+A webhook URL is a secret (a Slack URL is its own credential), so a failure is logged with the webhook's
+position in the list and its host only, never the URL or an error text that may quote it."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import orjson
@@ -51,22 +55,40 @@ class Notifier:
         if not self.urls:
             return
         payload = orjson.dumps({**event, "text": slack_text(event)}, default=str)
-        for url in self.urls:
-            t = asyncio.create_task(self._post(url, payload))
+        for index, url in enumerate(self.urls):
+            t = asyncio.create_task(self._post(index, url, payload))
             self._tasks.add(t)
             t.add_done_callback(self._tasks.discard)
 
-    async def _post(self, url: str, payload: bytes) -> None:
+    async def _post(self, index: int, url: str, payload: bytes) -> None:
         try:
             async with aiohttp.ClientSession(timeout=self.timeout) as s, s.post(
                     url, data=payload, headers={"content-type": "application/json"}) as r:
                 if r.status >= 300:
                     raise aiohttp.ClientResponseError(r.request_info, (), status=r.status)
             m.WEBHOOKS.labels("ok").inc()
-        except (aiohttp.ClientError, TimeoutError) as e:
+        except Exception as e:  # any failure, even a malformed URL: counted and logged, never raised
             m.WEBHOOKS.labels("error").inc()
-            log.warning("webhook %s failed: %s", url, e)
+            log.warning("webhook #%d (host %s) failed: %s", index, _host(url), _describe(e))
 
     async def drain(self) -> None:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _host(url: str) -> str:
+    try:
+        return urlsplit(url).hostname or "?"
+    except ValueError:
+        return "?"
+
+
+def _describe(e: BaseException) -> str:
+    """Why a post failed, in words that cannot carry the URL (aiohttp's messages often quote it)."""
+    if isinstance(e, aiohttp.ClientResponseError):
+        return f"answered HTTP {e.status}"
+    if isinstance(e, aiohttp.ClientConnectorError):
+        return f"cannot connect ({e.os_error.strerror or type(e.os_error).__name__})"
+    if isinstance(e, TimeoutError):
+        return "timed out"
+    return type(e).__name__

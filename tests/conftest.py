@@ -10,6 +10,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.processes.http_protocol import GatewayHttpProtocol
 from tests.support.fake_backend import FakeBackend
 from tests.support.servers import RedisServer, ThreadServer
 
@@ -60,7 +61,7 @@ def gateway_factory(redis_srv: RedisServer, key_prefix: str, tmp_path: Path
     def make(versions: list[dict[str, Any]], aliases: list[dict[str, Any]], **extra: Any) -> ThreadServer:
         settings = gateway_settings(extra.pop("redis_url", redis_srv.url), extra.pop("prefix", key_prefix),
                                     tmp_path, versions, aliases, **extra)
-        srv = ThreadServer(create_app(settings)).start()
+        srv = ThreadServer(create_app(settings), http=GatewayHttpProtocol).start()  # as `cliffguard serve` runs
         started.append(srv)
         return srv
 

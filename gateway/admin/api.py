@@ -13,7 +13,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -25,6 +27,8 @@ from router.rollout import Refused
 from router.state import AliasState
 
 _M = TypeVar("_M", bound=BaseModel)
+# Redis unreachable or not answering (an error Redis itself answers is a bug: a 500, not a 503)
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
 Handler = Callable[[Request, Identity], Awaitable[Any]]
 
 
@@ -44,10 +48,37 @@ def parse(model: type[_M], raw: bytes) -> _M:
     try:
         return model.model_validate_json(raw or b"{}")
     except ValidationError as e:
-        first = e.errors()[0]
-        raise GatewayError(400, f"{'.'.join(map(str, first['loc'])) or 'body'}: {first['msg']}",
-                           "invalid_request_error", str(first["loc"][0]) if first["loc"] else None,
-                           "invalid_body") from None
+        raise _invalid(e, "body", "invalid_body") from None
+
+
+def parse_query(model: type[_M], request: Request) -> _M:
+    """Query parameters checked against a model (the same model declares them in the OpenAPI document)."""
+    try:
+        return model.model_validate(dict(request.query_params))
+    except ValidationError as e:
+        raise _invalid(e, "query", "invalid_query") from None
+
+
+def _invalid(e: ValidationError, where: str, code: str) -> GatewayError:
+    first = e.errors()[0]
+    return GatewayError(400, f"{'.'.join(map(str, first['loc'])) or where}: {first['msg']}",
+                        "invalid_request_error", str(first["loc"][0]) if first["loc"] else None, code)
+
+
+_ID_PART_MAX = 2**64 - 1  # a Redis stream id is two unsigned 64-bit integers
+
+
+class EventsQuery(BaseModel):
+    count: int = Field(100, ge=1, le=1000, description="how many events")
+    after: str | None = Field(None, pattern=r"^[0-9]{1,20}(-[0-9]{1,20})?$",
+                              description="an event id: only newer events, oldest first (to follow the log)")
+
+    @field_validator("after")
+    @classmethod
+    def _stream_id(cls, v: str | None) -> str | None:
+        if v is not None and any(int(part) > _ID_PART_MAX for part in v.split("-")):
+            raise ValueError("not an event id (each part must fit in 64 bits)")
+        return v
 
 
 class RateLimiter:
@@ -99,9 +130,23 @@ def endpoint(ctx: GatewayContext, limiter: RateLimiter, handler: Handler, need_a
             return error_response(GatewayError(e.status, str(e), "invalid_request_error", None, e.code))
         except GatewayError as e:
             return error_response(e)
+        except REDIS_DOWN as e:
+            return error_response(redis_unavailable(e, changes=need_admin))
         return Response(orjson.dumps(result, default=_default), media_type="application/json")
 
     return run
+
+
+def redis_unavailable(e: BaseException, changes: bool) -> GatewayError:
+    """503 for an admin call that needed Redis while it is unreachable, saying what did not happen."""
+    if not changes:
+        outcome = "it holds what this call reads; try again when it is back"
+    elif isinstance(e, RedisTimeoutError | TimeoutError):  # the command may have reached Redis, the answer not
+        outcome = "the change may not have been applied: check the event log before retrying"
+    else:
+        outcome = "the change was not applied"
+    return GatewayError(503, f"Redis is unreachable ({type(e).__name__}); {outcome}.", "server_error", None,
+                        "redis_unavailable")
 
 
 def _default(o: Any) -> Any:
@@ -125,18 +170,19 @@ def routes(ctx: GatewayContext) -> list[Route]:
         return {"name": ident.name, "role": ident.role}
 
     async def events(request: Request, ident: Identity) -> Any:
-        count = min(int(request.query_params.get("count", "100")), 1000)
-        after = request.query_params.get("after")
-        if after:  # follow: the events newer than the last one seen, oldest first
-            return {"events": await ctx.store.events_after(after, count)}
-        return {"events": await ctx.store.events(count)}
+        q = parse_query(EventsQuery, request)
+        if q.after is not None:  # follow: the events newer than the last one seen, oldest first
+            if [int(p) for p in q.after.split("-")] == [_ID_PART_MAX, _ID_PART_MAX]:
+                return {"events": []}  # nothing can follow the largest id (Redis refuses the range)
+            return {"events": await ctx.store.events_after(q.after, q.count)}
+        return {"events": await ctx.store.events(q.count)}
 
     table += [("GET", "/admin/whoami", whoami, False, "Who the token belongs to and its role", None),
               ("GET", "/admin/events", events, False, "The audit/event log (newest first; ?after=ID to follow)",
                None)]
     out = [Route(path, endpoint(ctx, writers if method != "GET" else readers, h, admin), methods=[method])
            for method, path, h, admin, _, _ in table]
-    spec = orjson.dumps(openapi.document(table))
+    spec = orjson.dumps(openapi.document(table, queries={"/admin/events": EventsQuery}))
 
     async def openapi_json(request: Request) -> Response:
         return Response(spec, media_type="application/json")

@@ -8,6 +8,7 @@ from typing import Any
 
 import aiohttp
 from pydantic import BaseModel, Field
+from redis.exceptions import WatchError
 from starlette.requests import Request
 
 from gateway.admin.api import RequiredReason, parse
@@ -15,8 +16,10 @@ from gateway.auth import Identity
 from gateway.config import VersionConfig
 from gateway.context import GatewayContext
 from gateway.errors import GatewayError
+from gateway.proxy.upstream import _auth_headers as backend_auth_headers
 from router.registry import DAY, in_use
 from router.state import VersionRecord
+from router.store import EVENTS_MAXLEN, StateStore, event_fields
 
 
 class Register(VersionConfig):
@@ -55,9 +58,8 @@ def handlers(ctx: GatewayContext) -> list[tuple[str, str, Any, bool, str, type[B
         record = VersionRecord(name=body.name, base_url=body.base_url, model=body.model,
                                api_key_env=body.api_key_env, metadata=body.metadata)
         existing = ctx.state.snapshot.versions.get(body.name)
-        if existing is not None and (existing.base_url, existing.model) != (record.base_url, record.model):
-            raise GatewayError(409, f"Version {body.name!r} exists with another backend or model; versions are "
-                               "immutable: register a new name.", "invalid_request_error", "name", "conflict")
+        if existing is not None:  # refused early, before any backend call; `_insert` decides atomically
+            _same_backend(existing, record)
         if body.lora_path:
             await _load_lora(record, body.lora_path)
         if body.check:
@@ -65,8 +67,8 @@ def handlers(ctx: GatewayContext) -> list[tuple[str, str, Any, bool, str, type[B
             if not ok:
                 raise GatewayError(422, f"Backend check failed for {body.name!r}: {detail}",
                                    "invalid_request_error", "base_url", "backend_check_failed")
-        await ctx.store.write(versions=[record], event={"type": "version_registered", "actor": ident.name,
-                                                         "version": record.model_dump(), "reason": body.reason})
+        await _insert(ctx.store, record, {"type": "version_registered", "actor": ident.name,
+                                          "version": record.model_dump(), "reason": body.reason})
         await ctx.state.refresh()
         return record
 
@@ -96,12 +98,40 @@ def handlers(ctx: GatewayContext) -> list[tuple[str, str, Any, bool, str, type[B
     ]
 
 
+def _same_backend(existing: VersionRecord, record: VersionRecord) -> None:
+    if (existing.base_url, existing.model) != (record.base_url, record.model):
+        raise GatewayError(409, f"Version {record.name!r} exists with another backend or model; versions are "
+                           "immutable: register a new name.", "invalid_request_error", "name", "conflict")
+
+
+async def _insert(store: StateStore, record: VersionRecord, event: dict[str, Any]) -> None:
+    """Write the version unless another backend or model holds its name, as one transaction: of two
+    concurrent registrations of a name with different fields, exactly one succeeds."""
+    async with store.redis.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                await pipe.watch(store.k_versions)
+                raw = await pipe.hget(store.k_versions, record.name)
+                if raw is not None:
+                    _same_backend(VersionRecord.model_validate_json(raw), record)
+                pipe.multi()  # type: ignore[no-untyped-call]
+                pipe.hset(store.k_versions, record.name, record.model_dump_json())
+                pipe.incr(store.k_rev)
+                pipe.xadd(store.k_events, event_fields(event), maxlen=EVENTS_MAXLEN, approximate=True)
+                await pipe.execute()
+                return
+            except WatchError:
+                continue
+
+
 async def _load_lora(v: VersionRecord, path: str) -> None:
-    """vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True: load the adapter under the version's model name."""
+    """vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True: load the adapter under the version's model name,
+    with the version's backend key (a vLLM started with --api-key refuses the call without it)."""
     root = v.base_url.removesuffix("/v1")
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s, s.post(
-                f"{root}/v1/load_lora_adapter", json={"lora_name": v.model, "lora_path": path}) as r:
+                f"{root}/v1/load_lora_adapter", json={"lora_name": v.model, "lora_path": path},
+                headers=backend_auth_headers(v)) as r:
             text = await r.text()
             if r.status != 200 and "already" not in text.lower():
                 raise GatewayError(422, f"Loading LoRA adapter {path!r} failed: {r.status} {text[:300]}",

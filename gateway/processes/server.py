@@ -112,6 +112,7 @@ def _run_workers(settings: Settings, log_level: str, metrics_dir: Path) -> None:
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
+    from gateway.processes.http_protocol import GatewayHttpProtocol
     from gateway.processes.supervisor import Supervisor
 
     config = uvicorn.Config(
@@ -121,7 +122,7 @@ def _run_workers(settings: Settings, log_level: str, metrics_dir: Path) -> None:
         port=settings.listen.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        http=GatewayHttpProtocol,  # OpenAI-format 400 for malformed HTTP
         lifespan="on",
         access_log=False,
         server_header=False,

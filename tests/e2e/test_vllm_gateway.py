@@ -72,7 +72,7 @@ def test_unknown_model_is_openai_404(gw):
 
 
 def test_readyz_sees_vllm_backends(gw):
-    r = httpx.get(f"{gw.url}/readyz", timeout=10)
+    r = httpx.get(f"{gw.url}/readyz", headers={"authorization": "Bearer read-secret"}, timeout=10)
     body = r.json()
     assert r.status_code == 200 and body["status"] == "ready"
-    assert body["backends"]["ft-lora"]["ok"] and body["backends"]["perturbed"]["ok"]
+    assert body["aliases"]["lora-bot"]["candidate"]["ok"] and body["aliases"]["bot"]["candidate"]["ok"]

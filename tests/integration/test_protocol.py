@@ -152,7 +152,8 @@ def test_version_needs_a_model_when_there_are_several(backend_factory, gateway_f
     r = h.get("/version")
     assert r.status_code == 400 and r.json()["error"]["param"] == "model"
     assert h.get("/version?model=other").json() == {"version": "fake-cand"}
-    assert h.post("/version").status_code == 404  # GET only: no POST route
+    r = h.post("/version")
+    assert r.status_code == 405 and r.headers["allow"] == "GET"  # GET only
 
 
 def test_default_body_limit_takes_an_image_request(backend_factory, gateway_factory):

@@ -128,7 +128,7 @@ def test_redis_killed_and_restarted_fails_no_request(backend_factory, gateway_fa
     time.sleep(0.5)
     own_redis.kill()
     wait_for(lambda: scrape(gw.url, "cliffguard_redis_up") == 0, timeout=3)
-    ready = httpx.get(f"{gw.url}/readyz").json()
+    ready = httpx.get(f"{gw.url}/readyz", headers=ADMIN).json()  # the details need a token
     assert ready["status"] == "degraded" and not ready["redis"]["ok"]
     time.sleep(1.0)
     own_redis.start()  # same port, same append-only file

@@ -71,9 +71,13 @@ def test_serve_two_workers_embedded_redis_metrics_and_restart(config):
     proc = start(path, env)
     try:
         wait_up(url, proc)
-        ready = httpx.get(f"{url}/readyz", timeout=10)
-        assert ready.status_code == 503  # the `broken` alias's stable backend is down, and it says so
-        assert not ready.json()["backends"]["down"]["ok"] and ready.json()["backends"]["v1"]["ok"]
+        # the `broken` alias's stable backend is down: that alias is not ready, the replica still is
+        ready = httpx.get(f"{url}/readyz", headers={"authorization": "Bearer adm"}, timeout=10)
+        assert ready.status_code == 200 and ready.json()["status"] == "degraded"
+        aliases = ready.json()["aliases"]
+        assert not aliases["broken"]["ready"] and not aliases["broken"]["stable"]["ok"] and aliases["bot"]["ready"]
+        assert httpx.get(f"{url}/readyz?alias=broken", timeout=10).status_code == 503
+        assert httpx.get(f"{url}/readyz?alias=bot", timeout=10).status_code == 200
         for _ in range(40):  # a fresh connection each: spread over both workers
             assert httpx.post(f"{url}/v1/chat/completions", json={"model": "bot", "messages": []}).status_code == 200
         metrics = httpx.get(f"{url}/metrics").text

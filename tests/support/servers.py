@@ -26,7 +26,7 @@ def free_port() -> int:
 class ThreadServer:
     """Runs an ASGI app with uvicorn (uvloop, httptools) in a background thread."""
 
-    def __init__(self, app: Any, port: int | None = None, lifespan: str = "on") -> None:
+    def __init__(self, app: Any, port: int | None = None, lifespan: str = "on", http: Any = "httptools") -> None:
         # bind now and hand the socket to uvicorn: a port picked and released first can be taken by
         # another process (vLLM's engine grabs random local ports) before the server binds it
         self.sock = socket.socket()
@@ -34,7 +34,7 @@ class ThreadServer:
         self.sock.bind(("127.0.0.1", port or 0))
         self.port = int(self.sock.getsockname()[1])
         self.url = f"http://127.0.0.1:{self.port}"
-        cfg = uvicorn.Config(app, loop="uvloop", http="httptools", lifespan=lifespan, log_level="warning",
+        cfg = uvicorn.Config(app, loop="uvloop", http=http, lifespan=lifespan, log_level="warning",
                              access_log=False)
         self.server = uvicorn.Server(cfg)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
