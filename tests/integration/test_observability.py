@@ -222,7 +222,8 @@ def test_health_gauges_and_alerts_stay_true_when_a_worker_is_killed(tmp_path, ba
             wait_for(lambda n=n: sum(in_flight().values()) == n, f"{n} streams in flight")
         on_leader = in_flight()[leader]
         assert on_leader >= 1 and len(streams) - on_leader >= 1, "streams on both workers"
-        revision = httpx.get(f"{url}/readyz", timeout=10).json()["state_revision"]
+        revision = httpx.get(f"{url}/readyz", headers={"authorization": "Bearer adm"}, timeout=10).json()[
+            "state_revision"]  # details need a token
 
         os.kill(int(leader), signal.SIGKILL)
         wait_for(lambda: leader not in per_process(prom_dir, "cliffguard_in_flight_requests")

@@ -153,7 +153,7 @@ def test_version_needs_a_model_when_there_are_several(backend_factory, gateway_f
     assert r.status_code == 400 and r.json()["error"]["param"] == "model"
     assert h.get("/version?model=other").json() == {"version": "fake-cand"}
     r = h.post("/version")
-    assert r.status_code == 405 and r.headers["allow"] == "GET"  # GET only
+    assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD"  # no POST
 
 
 def test_default_body_limit_takes_an_image_request(backend_factory, gateway_factory):
