@@ -1,0 +1,114 @@
+"""Conversation folding, the shipped corpus, lexical features, calibration reports and the head's file
+format, without the encoder (pure logic; the real model is tested in integration)."""
+
+import numpy as np
+import pytest
+
+from router.classify.conversation import DEFAULT_GATE, fold, gate_features, select_parts
+from router.classify.corpus import FOLDS, corpus, fold_of
+from router.classify.evaluation import calibration, report
+from router.classify.features import LexicalFeatures
+from router.classify.head import Head
+from router.classify.taxonomy import Category, Taxonomy, TaxonomyConfig
+from router.classify.training import fit_gate, fit_temperature
+
+MATH, WRITING, OTHER = np.array([0.9, 0.05, 0.05]), np.array([0.05, 0.9, 0.05]), np.array([0.1, 0.1, 0.8])
+
+
+def test_select_parts_orders_system_first_and_skips_a_blank_system():
+    assert select_parts("  ", ["a", "b"]) == ["a", "b"]
+    assert select_parts("sys", ["a"]) == ["sys", "a"]
+
+
+def test_a_short_referential_follow_up_inherits_and_a_long_confident_task_switches():
+    first = "A train travels 300 km at 75 km/h and returns at 100 km/h. What is its average speed?"
+    follow = fold([first, "What if the speed doubles?"], [MATH, WRITING], DEFAULT_GATE, other=2)
+    assert follow.argmax() == 0
+    switch = ("Thanks. Now write a four-stanza poem about the sea for my grandmother's birthday card, with a warm "
+              "tone, simple words and a closing line that mentions her garden and the roses she grows every summer.")
+    assert fold([first, switch], [MATH, WRITING], DEFAULT_GATE, other=2).argmax() == 1
+    # an uninformative start (a greeting) hands over to the first real task
+    assert fold(["hi", "Solve 3x + 7 = 25 for x, showing the steps"], [OTHER, MATH], DEFAULT_GATE, 2).argmax() == 0
+
+
+def test_gate_features_are_bounded_and_mark_referential_turns():
+    f = gate_features("and now in French?", WRITING, MATH, other=2)
+    assert f[0] == 1 and f[2] == 1.0 and 0 <= f[3] <= 1 and f[5] == pytest.approx(0.05)
+    assert gate_features("Explain the causes of the First World War in detail", MATH, MATH, None)[2] == 0.0
+
+
+def test_fit_gate_learns_to_inherit_from_labelled_conversations():
+    rng = np.random.default_rng(0)
+    parts, probs, y = [], [], []
+    for _ in range(200):
+        parts.append(["Compute the integral of x squared from zero to three please", "and now?"])
+        probs.append(np.stack([MATH, WRITING]))
+        y.append(0)  # the short follow-up belongs to the task
+        long = " ".join(["word"] * int(rng.integers(30, 60)))
+        parts.append(["Compute the integral of x squared from zero to three please", long])
+        probs.append(np.stack([MATH, WRITING]))
+        y.append(1)  # a long new task switches
+    w = fit_gate(parts, probs, np.array(y), other=2)
+    assert fold(parts[0], list(probs[0]), w, 2).argmax() == 0
+    assert fold(parts[1], list(probs[1]), w, 2).argmax() == 1
+
+
+def test_temperature_fixes_overconfident_logits():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 2000)
+    logits = rng.normal(0, 1, (2000, 3))
+    logits[np.arange(2000), y] += 1.0
+    t = fit_temperature(logits * 5, y)  # five times too sharp
+    assert 3.5 < t < 7
+
+
+def test_corpus_is_deterministic_large_and_grouped_for_cross_validation():
+    cats = frozenset(Taxonomy.build().names)
+    rows = corpus(cats)
+    assert rows == corpus.__wrapped__(cats)  # type: ignore[attr-defined]
+    for c in cats:
+        singles = [r for r in rows if r.category == c and r.kind == "single"]
+        assert len(singles) >= 200, c
+    assert sum(r.kind == "conversation" for r in rows) >= 1000
+    assert {fold_of(r.group) for r in rows} == set(range(FOLDS))
+    # a conversation's turns come from prompts of its own fold: no leak across cross-validation folds
+    convs = [r for r in rows if r.kind == "conversation" and r.messages[0][0] == "user"]
+    assert all(r.messages[-1][1] for r in convs)
+
+
+def test_replacing_or_dropping_a_default_category_drops_its_corpus():
+    tax = Taxonomy.build(TaxonomyConfig(drop=["roleplay"], categories=[Category(name="math", examples=["2+2"])]))
+    rows = tax.training_set()
+    assert not any(r.category == "roleplay" for r in rows)
+    assert [r.messages for r in rows if r.category == "math"] == [(("user", "2+2"),)]
+
+
+def test_lexical_features_are_robust_to_misspellings_and_bounded():
+    lex = LexicalFeatures.fit(["summarize this article", "summarize the meeting", "write a poem", "write a story"])
+    a, b = lex.transform(["summarize this"]), lex.transform(["sumarize this"])
+    assert (a @ b.T).toarray()[0, 0] > 0.3  # shared character n-grams
+    assert lex.transform(["zzzz qqqq"]).nnz == 0
+    assert lex.transform(["x" * 1_000_000]).shape == (1, lex.dim)
+
+
+def test_head_round_trips_and_loads_legacy_files(tmp_path):
+    lex = LexicalFeatures.fit(["a b c", "a b d", "c d e"], min_df=1)
+    head = Head(("a", "b"), np.ones((2, 4), np.float32), np.zeros(2, np.float32), "static:x", lex,
+                np.ones((2, lex.dim), np.float32), 0.5, np.arange(7.0))
+    head.save(tmp_path / "h.npz")
+    back = Head.load(tmp_path / "h.npz")
+    assert back.temperature == 0.5 and back.gate.tolist() == list(range(7)) and back.lexical.dim == lex.dim
+    np.savez(tmp_path / "old.npz", classes=np.array(["a", "b"]), coef=np.ones((2, 4)), intercept=np.zeros(2),
+             embedder=np.array("static:x"))
+    old = Head.load(tmp_path / "old.npz")
+    assert old.lexical is None and old.temperature == 1.0
+    assert old.proba(np.ones((1, 4)), ["t"]).shape == (1, 2)
+
+
+def test_report_splits_by_kind_and_buckets_confidence():
+    r = report(["single", "single", "conversation"], ["a", "b", "a"], ["a", "a", "other"], ["a", "a", "a"],
+               [0.95, 0.6, 0.35])
+    assert r["all"]["n"] == 3 and r["single"]["accuracy"] == 0.5 and r["conversation"]["accuracy"] == 0.0
+    buckets = {b["from"]: b for b in r["all"]["calibration"]["buckets"]}
+    assert buckets[0.95]["accuracy"] == 1.0 and buckets[0.5]["accuracy"] == 0.0 and buckets[0.3]["n"] == 1
+    assert calibration([True], [1.0])["buckets"][0]["to"] == 1.0
