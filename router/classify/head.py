@@ -4,6 +4,7 @@ n-grams], a temperature that calibrates its probabilities, and the conversation 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,19 +33,20 @@ class Head:
     def other_index(self) -> int | None:
         return self.classes.index("other") if "other" in self.classes else None
 
-    def logits(self, emb: np.ndarray, texts: list[str]) -> np.ndarray:
+    def logits(self, emb: np.ndarray, ids: Sequence[Sequence[int]]) -> np.ndarray:
         z: np.ndarray = emb @ self.coef.T + self.intercept
         if self.lexical is not None and self.lex_coef is not None:
-            z += np.asarray(self.lexical.transform(texts) @ self.lex_coef.T)
+            z += np.asarray(self.lexical.transform(ids) @ self.lex_coef.T)
         return z
 
-    def proba(self, emb: np.ndarray, texts: list[str]) -> np.ndarray:
-        return softmax(self.logits(emb, texts) / self.temperature)
+    def proba(self, emb: np.ndarray, ids: Sequence[Sequence[int]]) -> np.ndarray:
+        return softmax(self.logits(emb, ids) / self.temperature)
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         lex: dict[str, Any] = {} if self.lexical is None or self.lex_coef is None else {
-            "lex_columns": self.lexical.columns, "lex_idf": self.lexical.idf, "lex_coef": self.lex_coef}
+            "lex_vocab": np.array(self.lexical.vocab), "lex_columns": self.lexical.columns, "lex_idf": self.lexical.idf,
+            "lex_coef": self.lex_coef}
         tmp = path.with_name(f".{path.name}.tmp")
         with tmp.open("wb") as f:
             np.savez(f, format=np.array(FORMAT), classes=np.array(self.classes), coef=self.coef,
@@ -56,7 +58,8 @@ class Head:
     def load(cls, path: Path) -> Head:
         with np.load(path, allow_pickle=False) as z:
             keys = set(z.files)
-            lexical = LexicalFeatures(z["lex_columns"], z["lex_idf"]) if "lex_columns" in keys else None
+            lexical = (LexicalFeatures(int(z["lex_vocab"]), z["lex_columns"], z["lex_idf"])
+                       if "lex_columns" in keys else None)
             return cls(tuple(str(c) for c in z["classes"]), z["coef"], z["intercept"], str(z["embedder"]),
                        lexical, z["lex_coef"] if lexical is not None else None,
                        float(z["temperature"]) if "temperature" in keys else 1.0,
@@ -69,6 +72,6 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
 
 
-def features(emb: np.ndarray, lexical: LexicalFeatures, texts: list[str]) -> sparse.csr_matrix:
+def features(emb: np.ndarray, lexical: LexicalFeatures, ids: Sequence[Sequence[int]]) -> sparse.csr_matrix:
     """The design matrix the logistic regression is fitted on: [embedding, lexical]."""
-    return sparse.hstack([sparse.csr_matrix(emb.astype(np.float32)), lexical.transform(texts)], format="csr")
+    return sparse.hstack([sparse.csr_matrix(emb.astype(np.float32)), lexical.transform(ids)], format="csr")

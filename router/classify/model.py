@@ -28,7 +28,7 @@ HEAD_CACHE_VERSION = "head-v2"  # bump when the fitted head's meaning or file fo
 
 
 class EmbeddingClassifier:
-    def __init__(self, embedder: Encoder, head: Head, memo_size: int = 50_000) -> None:
+    def __init__(self, embedder: Encoder, head: Head, memo_size: int = 20_000) -> None:
         self.embedder = embedder
         self.head = head
         self._other = head.other_index
@@ -40,8 +40,8 @@ class EmbeddingClassifier:
         keys = [hashlib.blake2b(p.encode(), digest_size=16).digest() for p in parts]
         missing = list({k: p for k, p in zip(keys, parts, strict=True) if k not in self._memo}.items())
         if missing:
-            texts = [p for _, p in missing]
-            probs = self.head.proba(self.embedder.encode(texts), texts)
+            emb, ids = self.embedder.encode_with_ids([p for _, p in missing])
+            probs = self.head.proba(emb, ids)
             for (k, _), row in zip(missing, probs, strict=True):
                 self._memo[k] = row
         out = []

@@ -60,9 +60,11 @@ def fit(examples: list[Example], embedder: Encoder, c: float = 16.0, progress: P
     texts = sorted({p for r in rows for p in r.parts})
     index = {t: i for i, t in enumerate(texts)}
     say(f"embedding {len(texts)} texts")
-    emb = np.vstack([embedder.encode(texts[i:i + 256]) for i in range(0, len(texts), 256)])
-    lexical = LexicalFeatures.fit([r.parts[0] for r in singles])
-    x_all = features(emb, lexical, texts)
+    chunks = [embedder.encode_with_ids(texts[i:i + 256]) for i in range(0, len(texts), 256)]
+    emb = np.vstack([e for e, _ in chunks])
+    ids = [seq for _, s in chunks for seq in s]
+    lexical = LexicalFeatures.fit([ids[index[r.parts[0]]] for r in singles], embedder.vocab_size)
+    x_all = features(emb, lexical, ids)
     x = x_all[[index[r.parts[0]] for r in singles]]
     classes = tuple(sorted(set(labels)))
     multi = [r for r in rows if len(r.parts) > 1 and r.label in classes]

@@ -83,16 +83,19 @@ def test_replacing_or_dropping_a_default_category_drops_its_corpus():
     assert [r.messages for r in rows if r.category == "math"] == [(("user", "2+2"),)]
 
 
-def test_lexical_features_are_robust_to_misspellings_and_bounded():
-    lex = LexicalFeatures.fit(["summarize this article", "summarize the meeting", "write a poem", "write a story"])
-    a, b = lex.transform(["summarize this"]), lex.transform(["sumarize this"])
-    assert (a @ b.T).toarray()[0, 0] > 0.3  # shared character n-grams
-    assert lex.transform(["zzzz qqqq"]).nnz == 0
-    assert lex.transform(["x" * 1_000_000]).shape == (1, lex.dim)
+def test_lexical_features_weight_shared_tokens_and_bigrams_and_bound_the_work():
+    docs = [[1, 2, 3], [1, 2, 4], [5, 6], [5, 7]]  # token ids, as the encoder's tokenizer gives them
+    lex = LexicalFeatures.fit(docs, vocab=10)
+    assert 1 in lex.columns and 3 not in lex.columns  # seen once: dropped (min_df=2)
+    a, b = lex.transform([[1, 2, 9]]), lex.transform([[1, 2]])
+    assert (a @ b.T).toarray()[0, 0] == pytest.approx(1.0)  # the unseen token adds nothing
+    assert abs(np.linalg.norm(a.toarray()) - 1) < 1e-6
+    assert lex.transform([[8, 9], []]).nnz == 0
+    assert lex.transform([[1] * 100_000]).nnz <= 2  # one token and one bigram column, whatever the length
 
 
 def test_head_round_trips_and_loads_legacy_files(tmp_path):
-    lex = LexicalFeatures.fit(["a b c", "a b d", "c d e"], min_df=1)
+    lex = LexicalFeatures.fit([[1, 2, 3], [1, 2, 4], [3, 4, 5]], vocab=10, min_df=1)
     head = Head(("a", "b"), np.ones((2, 4), np.float32), np.zeros(2, np.float32), "static:x", lex,
                 np.ones((2, lex.dim), np.float32), 0.5, np.arange(7.0))
     head.save(tmp_path / "h.npz")
@@ -102,7 +105,8 @@ def test_head_round_trips_and_loads_legacy_files(tmp_path):
              embedder=np.array("static:x"))
     old = Head.load(tmp_path / "old.npz")
     assert old.lexical is None and old.temperature == 1.0
-    assert old.proba(np.ones((1, 4)), ["t"]).shape == (1, 2)
+    assert old.proba(np.ones((1, 4)), [[1]]).shape == (1, 2)
+    assert back.proba(np.ones((1, 4)), [[1, 2]]).shape == (1, 2)
 
 
 def test_report_splits_by_kind_and_buckets_confidence():
