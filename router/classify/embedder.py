@@ -119,6 +119,8 @@ class StaticEmbedder:
         self.table = self._table(path, cache_dir or default_cache_dir(), threads)
         self.unk = int(self.tokenizer.token_to_id("[UNK]") or 0)
         self.vocab_size = int(self.tokenizer.get_vocab_size())
+        # the fast batch skips character offsets we do not use (about 20% cheaper; tokenizers >= 0.21)
+        self._tokenize = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
 
     @staticmethod
     def _table(path: Path, cache_dir: Path, threads: int) -> np.ndarray:
@@ -141,7 +143,7 @@ class StaticEmbedder:
 
     def encode_with_ids(self, texts: list[str]) -> tuple[np.ndarray, list[list[int]]]:
         out = np.empty((len(texts), self.table.shape[1]), dtype=np.float32)
-        ids = [enc.ids[:MAX_LEXICAL_TOKENS] for enc in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
+        ids = [enc.ids[:MAX_LEXICAL_TOKENS] for enc in self._tokenize(texts, add_special_tokens=False)]
         for row, seq in enumerate(ids):
             v = self.table[seq[:self.max_tokens] or [self.unk]].mean(axis=0, dtype=np.float32)
             out[row] = v / (np.linalg.norm(v) + 1e-9)
