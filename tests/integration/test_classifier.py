@@ -117,11 +117,16 @@ def test_conversations_in_fit_eval_and_classify(tmp_path):
 
 @pytest.mark.parametrize("encoder", ["static", "contextual"])
 def test_model_loads_with_network_unreachable(tmp_path, encoder):
-    # an empty cache: the static table is distilled from the transformer, loaded offline, right here
+    # an empty cache: the static table is distilled from the transformer, loaded offline, right here. A
+    # small taxonomy keeps the head's fit short (the default one is fitted on the shipped corpus, tested above)
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text("classifier:\n  taxonomy:\n    use_defaults: false\n    categories:\n"
+                   "      - {name: math, examples: ['Solve 3x - 4 = 8', 'What is 12 times 7?', 'Integrate x^2']}\n"
+                   "      - {name: writing, examples: ['Write a poem about rain', 'Draft an email to my boss']}\n")
     env = {**offline_env(tmp_path), "CLIFFGUARD_CLASSIFIER__CACHE_DIR": str(tmp_path / "fresh-cache"),
            "CLIFFGUARD_CLASSIFIER__ENCODER": encoder}
-    r = subprocess.run([*CLI, "classify", "Solve 2x + 3 = 11 for x."], capture_output=True, text=True, env=env,
-                       timeout=300, cwd=tmp_path)
+    r = subprocess.run([*CLI, "classify", "Solve 2x + 3 = 11 for x.", "--config", str(cfg)], capture_output=True,
+                       text=True, env=env, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "math" in r.stdout
 
