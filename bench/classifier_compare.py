@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from classifier_bench import closed_loop  # noqa: E402
 
 from router.classify import training  # noqa: E402
-from router.classify.conversation import fold  # noqa: E402
+from router.classify.conversation import Batch, Slots, fold  # noqa: E402
 from router.classify.embedder import ContextualEmbedder, StaticEmbedder, default_model_path  # noqa: E402
 from router.classify.head import Head  # noqa: E402
 from router.classify.model import EmbeddingClassifier  # noqa: E402
@@ -89,12 +89,13 @@ class Cascade:
         if unsure:
             for i, p in zip(unsure, self.strong.part_proba([flat[i] for i in unsure]), strict=True):
                 probs[i] = p
-        out, i = [], 0
+        grouped, i = [], 0
         for parts in requests:
-            state = fold(list(parts), probs[i:i + len(parts)], self.cheap.head.gate, self.cheap.head.other_index)
-            out.append((self.cheap.head.classes[int(state.argmax())], float(state.max())))
+            grouped.append(probs[i:i + len(parts)])
             i += len(parts)
-        return out
+        head = self.cheap.head
+        state = fold(Batch.of(requests, grouped, len(head.classes)), head.gate, Slots.of(head.classes))
+        return [(head.classes[int(s.argmax())], float(s.max())) for s in state]
 
 
 def fitted(encoder: Any, taxonomy: Taxonomy) -> EmbeddingClassifier:

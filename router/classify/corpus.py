@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from router.classify.conversation import FOLLOW_UP
+
 ASSISTANT_REPLY = "Sure. Here is my answer."  # assistant turns are not read by the classifier
 SEED = 20261122
 FOLDS = 5
@@ -160,16 +162,18 @@ def _conversations(rng: random.Random, pool: dict[str, tuple[str, ...]], categor
     def same_fold(c: str, f: int) -> list[str]:  # conversations never mix CV folds
         return [p for j, p in enumerate(pool[c]) if fold_of(f"prompt:{c}:{j}") == f] or list(pool[c])
 
+    def follow_up(c: str, f: int) -> str:  # one of the category's own follow-ups, or a generic one
+        key = c if c in follow and rng.random() < 0.7 else "generic"
+        return rng.choice([t for i, t in enumerate(follow[key]) if fold_of(f"follow:{key}:{i}") == f] or follow[key])
+
     for c in cats:
-        own = follow.get(c, [])
         for j, first in enumerate(pool[c]):
             group = f"prompt:{c}:{j}"
             system = rng.choice(generic_systems) if rng.random() < 0.3 else None
             # a follow-up that refers back inherits the category of the task
-            nxt = rng.choice(own) if own and rng.random() < 0.7 else rng.choice(follow["generic"])
-            turns = [first, nxt]
+            turns = [first, follow_up(c, fold_of(group))]
             if rng.random() < 0.3:
-                turns.append(rng.choice(own or follow["generic"]))
+                turns.append(follow_up(c, fold_of(group)))
             out.append(_conversation(turns, c, group, system))
             # a self-contained new task switches
             other = rng.choice([d for d in cats if d != c])
@@ -194,14 +198,24 @@ def _conversations(rng: random.Random, pool: dict[str, tuple[str, ...]], categor
                 if c in ("extraction", "summarization", "writing"):
                     user = rng.choice(docs)
                 elif c == "roleplay":
-                    user = rng.choice(starters + tuple(follow["roleplay"]))
+                    user = rng.choice(starters)
                 else:
                     user = rng.choice(pool[c])
-                out.append(_single(user, c, f"system:{c}:{i}", system))
+                group = f"system:{c}:{i}"
+                out.append(_single(user, c, group, system))
                 if c in ("roleplay", "writing", "summarization", "extraction"):
-                    out.append(_conversation([user, rng.choice(follow.get(c) or follow["generic"])], c,
-                                             f"system:{c}:{i}", system))
+                    out.append(_conversation([user, follow_up(c, fold_of(group))], c, group, system))
     return [e for e in out if e.category in categories]
+
+
+def _follow_ups(rng: random.Random) -> list[Example]:
+    """Every follow-up alone, as the model's FOLLOW_UP class (a turn that only makes sense after another)."""
+    out: list[Example] = []
+    for key, texts in _yaml("followups.yaml").items():
+        for i, t in enumerate(texts):
+            group = f"follow:{key}:{i}"
+            out.extend(_single(v, FOLLOW_UP, group) for v in [t, *_variants(t, rng)])
+    return out
 
 
 @cache
@@ -219,4 +233,6 @@ def corpus(categories: frozenset[str]) -> tuple[Example, ...]:
                 rows.append(_single(p, c, group, rng.choice(_yaml("systems.yaml")["generic"])))
     rows += _composed(rng, set(categories))
     rows += _conversations(rng, pool, set(categories))
+    if pool:  # follow-ups fit any taxonomy, but need the corpus's conversations to teach the gate
+        rows += _follow_ups(rng)
     return tuple(rows)

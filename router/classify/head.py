@@ -29,10 +29,6 @@ class Head:
     temperature: float = 1.0
     gate: np.ndarray = field(default_factory=lambda: DEFAULT_GATE.copy())
 
-    @property
-    def other_index(self) -> int | None:
-        return self.classes.index("other") if "other" in self.classes else None
-
     def logits(self, emb: np.ndarray, ids: Sequence[Sequence[int]]) -> np.ndarray:
         z: np.ndarray = emb @ self.coef.T + self.intercept
         if self.lexical is not None and self.lex_coef is not None:
@@ -63,7 +59,7 @@ class Head:
             return cls(tuple(str(c) for c in z["classes"]), z["coef"], z["intercept"], str(z["embedder"]),
                        lexical, z["lex_coef"] if lexical is not None else None,
                        float(z["temperature"]) if "temperature" in keys else 1.0,
-                       z["gate"] if "gate" in keys else DEFAULT_GATE.copy())
+                       z["gate"] if "gate" in keys and z["gate"].shape == DEFAULT_GATE.shape else DEFAULT_GATE.copy())
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

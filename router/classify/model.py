@@ -18,20 +18,20 @@ from pathlib import Path
 import numpy as np
 
 from router.classify import training
-from router.classify.conversation import fold
+from router.classify.conversation import FOLLOW_UP, Batch, Slots, fold
 from router.classify.embedder import Encoder
 from router.classify.head import Head
 from router.classify.taxonomy import Taxonomy
 
 log = logging.getLogger("cliffguard.classifier")
-HEAD_CACHE_VERSION = "head-v3"  # bump when the fitted head's meaning or file format changes
+HEAD_CACHE_VERSION = "head-v4"  # bump when the fitted head's meaning or file format changes
 
 
 class EmbeddingClassifier:
     def __init__(self, embedder: Encoder, head: Head, memo_size: int = 20_000) -> None:
         self.embedder = embedder
         self.head = head
-        self._other = head.other_index
+        self._slots = Slots.of(head.classes)
         self._memo: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._memo_size = memo_size
 
@@ -55,11 +55,11 @@ class EmbeddingClassifier:
     def proba(self, requests: list[tuple[str, ...]]) -> np.ndarray:
         """One row of conversation probabilities per request (parts folded by the gate)."""
         flat = self.part_proba([p for parts in requests for p in parts])
-        out, i = [], 0
+        probs, i = [], 0
         for parts in requests:
-            out.append(fold(list(parts), flat[i:i + len(parts)], self.head.gate, self._other))
+            probs.append(flat[i:i + len(parts)])
             i += len(parts)
-        return np.vstack(out)
+        return fold(Batch.of(requests, probs, len(self.head.classes)), self.head.gate, self._slots)
 
     def classify(self, requests: list[tuple[str, ...]]) -> list[tuple[str, float]]:
         p = self.proba(requests)
@@ -74,7 +74,7 @@ class EmbeddingClassifier:
             if head.embedder != embedder.name:
                 raise ValueError(f"classifier artifact {artifact} was fitted on {head.embedder} embeddings, "
                                  f"but the configured encoder is {embedder.name}")
-            unknown = set(head.classes) - set(taxonomy.names)
+            unknown = set(head.classes) - set(taxonomy.names) - {FOLLOW_UP}
             if unknown:
                 raise ValueError(f"classifier artifact {artifact} predicts categories not in the taxonomy: "
                                  f"{sorted(unknown)}")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 
-from router.classify.conversation import N_FEATURES, part_features, select_parts
+from router.classify.conversation import N_FEATURES, Batch, Slots, fold, select_parts
 from router.classify.corpus import FOLDS, Example, fold_of
 from router.classify.embedder import Encoder
 from router.classify.features import LexicalFeatures
@@ -88,14 +88,14 @@ def fit(examples: list[Example], embedder: Encoder, c: float = 16.0, progress: P
     coef = np.asarray(lr.coef_, dtype=np.float32)  # type: ignore[attr-defined]
     y = np.array([classes.index(lb) for lb in labels])
     temperature = fit_temperature(oof, y) if oof.any() else 1.0
-    other = classes.index("other") if "other" in classes else None
     convs = [(r, [part_logits[(i, j)] for j in range(len(r.parts))]) for i, r in enumerate(multi)
              if (i, 0) in part_logits]
     head = Head(classes, coef[:, :emb.shape[1]].copy(), np.asarray(lr.intercept_, dtype=np.float32),  # type: ignore[attr-defined]
                 embedder.name, lexical, coef[:, emb.shape[1]:].copy(), temperature)
     if len(convs) >= 50:
-        gate = fit_gate([r.parts for r, _ in convs], [softmax(np.array(z) / temperature) for _, z in convs],
-                        np.array([classes.index(r.label) for r, _ in convs]), other)
+        probs = [list(softmax(np.array(z) / temperature)) for _, z in convs]
+        gate = fit_gate(Batch.of([r.parts for r, _ in convs], probs, len(classes)),
+                        np.array([classes.index(r.label) for r, _ in convs]), Slots.of(classes))
         head = Head(head.classes, head.coef, head.intercept, head.embedder, lexical, head.lex_coef, temperature, gate)
     log.info("fitted the classifier head: %d prompts, %d conversations, temperature %.2f", len(singles), len(convs),
              temperature)
@@ -110,27 +110,13 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)
 
 
-def fit_gate(parts: list[list[str]], probs: list[np.ndarray], y: np.ndarray, other: int | None) -> np.ndarray:
-    """Gate weights minimising the log loss of the folded state (vectorised over conversations)."""
-    n, steps, k = len(parts), max(len(p) for p in parts), probs[0].shape[1]
-    own = np.zeros((steps, n, k))
-    static = np.zeros((steps, n, 3))  # log words, referential, own confidence: fixed per part
-    mask = np.zeros((steps, n), dtype=bool)
-    for i, (ps, pr) in enumerate(zip(parts, probs, strict=True)):
-        for j, (text, p) in enumerate(zip(ps, pr, strict=True)):
-            own[j, i], mask[j, i] = p, True
-            static[j, i] = part_features(text, p)
-    oth = other if other is not None else 0
-    use_other = 1.0 if other is not None else 0.0
+def fit_gate(batch: Batch, y: np.ndarray, slots: Slots) -> np.ndarray:
+    """Gate weights minimising the log loss of the folded state (the same `fold` the model runs)."""
+    rows = np.arange(len(y))
 
     def nll(w: np.ndarray) -> float:
-        state = own[0]
-        for j in range(1, steps):
-            f = (w[0] + static[j] @ w[1:4] + w[4] * (own[j] * state).sum(1)
-                 + use_other * (w[5] * state[:, oth] + w[6] * own[j, :, oth]))
-            g = (1 / (1 + np.exp(-np.clip(f, -30, 30))))[:, None]
-            state = np.where(mask[j][:, None], g * own[j] + (1 - g) * state, state)
-        return float(-np.log(state[np.arange(n), y] + 1e-9).mean() + 1e-3 * (w[1:] ** 2).sum())
+        state = fold(batch, w, slots)
+        return float(-np.log(state[rows, y] + 1e-9).mean() + 1e-3 * (w[1:] ** 2).sum())
 
     best = minimize(nll, np.zeros(N_FEATURES), method="L-BFGS-B")
     return np.asarray(best.x, dtype=np.float64)

@@ -4,7 +4,7 @@ format, without the encoder (pure logic; the real model is tested in integration
 import numpy as np
 import pytest
 
-from router.classify.conversation import DEFAULT_GATE, fold, gate_features, select_parts
+from router.classify.conversation import DEFAULT_GATE, FOLLOW_UP, Batch, Slots, fold, select_parts, text_features
 from router.classify.corpus import FOLDS, corpus, fold_of
 from router.classify.evaluation import calibration, report
 from router.classify.features import LexicalFeatures
@@ -12,7 +12,15 @@ from router.classify.head import Head
 from router.classify.taxonomy import Category, Taxonomy, TaxonomyConfig
 from router.classify.training import fit_gate, fit_temperature
 
-MATH, WRITING, OTHER = np.array([0.9, 0.05, 0.05]), np.array([0.05, 0.9, 0.05]), np.array([0.1, 0.1, 0.8])
+# classes: math, writing, other, FOLLOW_UP
+CLASSES = ("math", "writing", "other", FOLLOW_UP)
+SLOTS = Slots.of(CLASSES)
+MATH, WRITING = np.array([0.9, 0.04, 0.04, 0.02]), np.array([0.04, 0.9, 0.04, 0.02])
+OTHER, FOLLOW = np.array([0.05, 0.05, 0.85, 0.05]), np.array([0.05, 0.15, 0.05, 0.75])
+
+
+def label(parts, probs, gate=DEFAULT_GATE):
+    return CLASSES[int(fold(Batch.of([parts], [probs], 4), gate, SLOTS)[0].argmax())]
 
 
 def test_select_parts_orders_system_first_and_skips_a_blank_system():
@@ -20,37 +28,47 @@ def test_select_parts_orders_system_first_and_skips_a_blank_system():
     assert select_parts("sys", ["a"]) == ["sys", "a"]
 
 
-def test_a_short_referential_follow_up_inherits_and_a_long_confident_task_switches():
+def test_a_follow_up_inherits_and_a_long_confident_task_switches():
     first = "A train travels 300 km at 75 km/h and returns at 100 km/h. What is its average speed?"
-    follow = fold([first, "What if the speed doubles?"], [MATH, WRITING], DEFAULT_GATE, other=2)
-    assert follow.argmax() == 0
+    assert label([first, "Now make it more formal."], [MATH, FOLLOW]) == "math"
     switch = ("Thanks. Now write a four-stanza poem about the sea for my grandmother's birthday card, with a warm "
               "tone, simple words and a closing line that mentions her garden and the roses she grows every summer.")
-    assert fold([first, switch], [MATH, WRITING], DEFAULT_GATE, other=2).argmax() == 1
+    assert label([first, switch], [MATH, WRITING]) == "writing"
     # an uninformative start (a greeting) hands over to the first real task
-    assert fold(["hi", "Solve 3x + 7 = 25 for x, showing the steps"], [OTHER, MATH], DEFAULT_GATE, 2).argmax() == 0
+    assert label(["hi", "Solve 3x + 7 = 25 for x, showing the steps"], [OTHER, MATH]) == "math"
 
 
-def test_gate_features_are_bounded_and_mark_referential_turns():
-    f = gate_features("and now in French?", WRITING, MATH, other=2)
-    assert f[0] == 1 and f[2] == 1.0 and 0 <= f[3] <= 1 and f[5] == pytest.approx(0.05)
-    assert gate_features("Explain the causes of the First World War in detail", MATH, MATH, None)[2] == 0.0
+def test_follow_up_is_never_a_label_and_counts_as_other_alone():
+    state = fold(Batch.of([["shorter please"]], [[FOLLOW]], 4), DEFAULT_GATE, SLOTS)[0]
+    assert state[3] == 0 and CLASSES[int(state.argmax())] == "other" and state.sum() == pytest.approx(1)
+    assert Slots.of(("math", "writing")).categories(MATH[:2]) is not None
+
+
+def test_batch_pads_conversations_of_different_lengths():
+    batch = Batch.of([["a"], ["b", "c", "d"]], [[MATH], [WRITING, FOLLOW, FOLLOW]], 4)
+    assert batch.own.shape == (3, 2, 4) and batch.mask.tolist() == [[True, True], [False, True], [False, True]]
+    state = fold(batch, DEFAULT_GATE, SLOTS)
+    assert CLASSES[int(state[0].argmax())] == "math" and CLASSES[int(state[1].argmax())] == "writing"
+
+
+def test_text_features_mark_referential_turns():
+    assert text_features("and now in French?")[1] == 1.0
+    assert text_features("Explain the causes of the First World War in detail")[1] == 0.0
 
 
 def test_fit_gate_learns_to_inherit_from_labelled_conversations():
     rng = np.random.default_rng(0)
     parts, probs, y = [], [], []
+    first = "Compute the integral of x squared from zero to three please"
     for _ in range(200):
-        parts.append(["Compute the integral of x squared from zero to three please", "and now?"])
-        probs.append(np.stack([MATH, WRITING]))
+        parts.append([first, "and now?"])
+        probs.append([MATH, WRITING])
         y.append(0)  # the short follow-up belongs to the task
-        long = " ".join(["word"] * int(rng.integers(30, 60)))
-        parts.append(["Compute the integral of x squared from zero to three please", long])
-        probs.append(np.stack([MATH, WRITING]))
+        parts.append([first, " ".join(["word"] * int(rng.integers(30, 60)))])
+        probs.append([MATH, WRITING])
         y.append(1)  # a long new task switches
-    w = fit_gate(parts, probs, np.array(y), other=2)
-    assert fold(parts[0], list(probs[0]), w, 2).argmax() == 0
-    assert fold(parts[1], list(probs[1]), w, 2).argmax() == 1
+    w = fit_gate(Batch.of(parts, probs, 4), np.array(y), SLOTS)
+    assert label(parts[0], probs[0], w) == "math" and label(parts[1], probs[1], w) == "writing"
 
 
 def test_temperature_fixes_overconfident_logits():
@@ -97,10 +115,10 @@ def test_lexical_features_weight_shared_tokens_and_bigrams_and_bound_the_work():
 def test_head_round_trips_and_loads_legacy_files(tmp_path):
     lex = LexicalFeatures.fit([[1, 2, 3], [1, 2, 4], [3, 4, 5]], vocab=10, min_df=1)
     head = Head(("a", "b"), np.ones((2, 4), np.float32), np.zeros(2, np.float32), "static:x", lex,
-                np.ones((2, lex.dim), np.float32), 0.5, np.arange(7.0))
+                np.ones((2, lex.dim), np.float32), 0.5, np.arange(8.0))
     head.save(tmp_path / "h.npz")
     back = Head.load(tmp_path / "h.npz")
-    assert back.temperature == 0.5 and back.gate.tolist() == list(range(7)) and back.lexical.dim == lex.dim
+    assert back.temperature == 0.5 and back.gate.tolist() == list(range(8)) and back.lexical.dim == lex.dim
     np.savez(tmp_path / "old.npz", classes=np.array(["a", "b"]), coef=np.ones((2, 4)), intercept=np.zeros(2),
              embedder=np.array("static:x"))
     old = Head.load(tmp_path / "old.npz")
