@@ -8,30 +8,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from scipy import sparse
 
 BIGRAM_BITS = 20
 MAX_TOKENS = 512  # per text: bounded work for pasted documents
 _MIX = np.int64(1_000_003)
 
 
-def _counts(ids: Sequence[Sequence[int]], vocab: int) -> sparse.csr_matrix:
-    """Token and bigram counts, one row per text; columns [0, vocab) are tokens, the rest bigrams."""
-    rows, cols = [], []
-    for r, seq in enumerate(ids):
+def _counts(ids: Sequence[Sequence[int]], vocab: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row, column, count) of every token and bigram, one row per text; columns [0, vocab) are
+    tokens, the rest hashed bigrams. Sorted by row, then column."""
+    cols = []
+    for seq in ids:
         t = np.asarray(seq[:MAX_TOKENS], dtype=np.int64)
-        bigrams = vocab + (t[:-1] * _MIX + t[1:]) % (1 << BIGRAM_BITS)
-        c = np.concatenate([t, bigrams])
-        cols.append(c)
-        rows.append(np.full(c.shape[0], r, dtype=np.int64))
-    data_cols = np.concatenate(cols) if cols else np.zeros(0, np.int64)
-    data_rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-    x = sparse.csr_matrix((np.ones(data_cols.shape[0], np.float32), (data_rows, data_cols)),
-                          shape=(len(ids), vocab + (1 << BIGRAM_BITS)), dtype=np.float32)
-    x.sum_duplicates()
-    return x
+        cols.append(np.concatenate([t, vocab + (t[:-1] * _MIX + t[1:]) % (1 << BIGRAM_BITS)]))
+    rows = np.repeat(np.arange(len(ids), dtype=np.int64), [c.shape[0] for c in cols])
+    width = np.int64(vocab + (1 << BIGRAM_BITS))
+    keys, counts = np.unique(rows * width + (np.concatenate(cols) if cols else np.zeros(0, np.int64)),
+                             return_counts=True)
+    return keys // width, keys % width, counts.astype(np.float64)
 
 
 @dataclass(frozen=True)
@@ -46,20 +43,35 @@ class LexicalFeatures:
 
     @classmethod
     def fit(cls, ids: Sequence[Sequence[int]], vocab: int, min_df: int = 2) -> LexicalFeatures:
-        x = _counts(ids, vocab)
-        df = np.bincount(x.indices, minlength=x.shape[1])
-        columns = np.flatnonzero(df >= min_df)
-        idf = (np.log((1 + len(ids)) / (1 + df[columns])) + 1).astype(np.float32)
-        return cls(vocab, columns.astype(np.int64), idf)
+        _, cols, _ = _counts(ids, vocab)
+        kept, df = np.unique(cols, return_counts=True)
+        kept, df = kept[df >= min_df], df[df >= min_df]
+        idf = (np.log((1 + len(ids)) / (1 + df)) + 1).astype(np.float32)
+        return cls(vocab, kept.astype(np.int64), idf)
 
-    def transform(self, ids: Sequence[Sequence[int]]) -> sparse.csr_matrix:
-        x = _counts(ids, self.vocab)
+    def entries(self, ids: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, feature, value) of the non-zero features: sublinear tf times idf, L2-normalised per row."""
+        rows, cols, counts = _counts(ids, self.vocab)
         if self.dim == 0:
-            return sparse.csr_matrix((x.shape[0], 0), dtype=np.float32)
-        pos = np.minimum(np.searchsorted(self.columns, x.indices), self.dim - 1)
-        keep = self.columns[pos] == x.indices
-        rows = np.repeat(np.arange(x.shape[0]), np.diff(x.indptr))[keep]
-        data = (1 + np.log(x.data[keep])) * self.idf[pos[keep]]  # sublinear tf, idf
-        norms = np.sqrt(np.bincount(rows, weights=data * data, minlength=x.shape[0]))
-        data = data / np.maximum(norms[rows], 1e-12)
-        return sparse.csr_matrix((data.astype(np.float32), (rows, pos[keep])), shape=(x.shape[0], self.dim))
+            return rows[:0], rows[:0], counts[:0]
+        pos = np.minimum(np.searchsorted(self.columns, cols), self.dim - 1)
+        keep = self.columns[pos] == cols
+        rows, pos = rows[keep], pos[keep]
+        data = (1 + np.log(counts[keep])) * self.idf[pos]
+        norms = np.sqrt(np.bincount(rows, weights=data * data, minlength=len(ids)))
+        return rows, pos, data / np.maximum(norms[rows], 1e-12)
+
+    def logits(self, ids: Sequence[Sequence[int]], coef: np.ndarray) -> np.ndarray:
+        """The features times `coef` (classes x dim), (texts x classes), with no sparse-matrix library
+        in the serving process (scipy.sparse alone would add about 20 MB to every worker)."""
+        rows, pos, data = self.entries(ids)
+        out = np.zeros((len(ids), coef.shape[0]))
+        np.add.at(out, rows, data[:, None] * coef.T[pos])
+        return out
+
+    def matrix(self, ids: Sequence[Sequence[int]]) -> Any:
+        """The features as a scipy CSR matrix, for fitting."""
+        from scipy import sparse
+
+        rows, pos, data = self.entries(ids)
+        return sparse.csr_matrix((data.astype(np.float32), (rows, pos)), shape=(len(ids), self.dim))

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import sparse
 
 from router.classify.conversation import DEFAULT_GATE
 from router.classify.features import LexicalFeatures
@@ -32,7 +31,7 @@ class Head:
     def logits(self, emb: np.ndarray, ids: Sequence[Sequence[int]]) -> np.ndarray:
         z: np.ndarray = emb @ self.coef.T + self.intercept
         if self.lexical is not None and self.lex_coef is not None:
-            z += np.asarray(self.lexical.transform(ids) @ self.lex_coef.T)
+            z += self.lexical.logits(ids, self.lex_coef)
         return z
 
     def proba(self, emb: np.ndarray, ids: Sequence[Sequence[int]]) -> np.ndarray:
@@ -68,6 +67,8 @@ def softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)  # type: ignore[no-any-return]
 
 
-def features(emb: np.ndarray, lexical: LexicalFeatures, ids: Sequence[Sequence[int]]) -> sparse.csr_matrix:
-    """The design matrix the logistic regression is fitted on: [embedding, lexical]."""
-    return sparse.hstack([sparse.csr_matrix(emb.astype(np.float32)), lexical.transform(ids)], format="csr")
+def features(emb: np.ndarray, lexical: LexicalFeatures, ids: Sequence[Sequence[int]]) -> Any:
+    """The design matrix the logistic regression is fitted on: [embedding, lexical] (scipy CSR)."""
+    from scipy import sparse
+
+    return sparse.hstack([sparse.csr_matrix(emb.astype(np.float32)), lexical.matrix(ids)], format="csr")

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 
-from router.classify import training
 from router.classify.conversation import FOLLOW_UP, Batch, Slots, fold
 from router.classify.embedder import Encoder
 from router.classify.head import Head
@@ -87,6 +86,8 @@ class EmbeddingClassifier:
         if cached is not None and cached.exists():
             return cls(embedder, Head.load(cached))
         log.info("fitting the taxonomy classifier on %d examples (once; about a minute)", len(examples))
+        from router.classify import training  # scipy and scikit-learn: only where a head is fitted
+
         head = training.fit(examples, embedder, progress=log.info)
         if cached is not None:
             head.save(cached)

@@ -105,11 +105,15 @@ def test_lexical_features_weight_shared_tokens_and_bigrams_and_bound_the_work():
     docs = [[1, 2, 3], [1, 2, 4], [5, 6], [5, 7]]  # token ids, as the encoder's tokenizer gives them
     lex = LexicalFeatures.fit(docs, vocab=10)
     assert 1 in lex.columns and 3 not in lex.columns  # seen once: dropped (min_df=2)
-    a, b = lex.transform([[1, 2, 9]]), lex.transform([[1, 2]])
+    a, b = lex.matrix([[1, 2, 9]]), lex.matrix([[1, 2]])
     assert (a @ b.T).toarray()[0, 0] == pytest.approx(1.0)  # the unseen token adds nothing
     assert abs(np.linalg.norm(a.toarray()) - 1) < 1e-6
-    assert lex.transform([[8, 9], []]).nnz == 0
-    assert lex.transform([[1] * 100_000]).nnz <= 2  # one token and one bigram column, whatever the length
+    assert lex.matrix([[8, 9], []]).nnz == 0
+    assert lex.matrix([[1] * 100_000]).nnz <= 2  # one token and one bigram column, whatever the length
+    # serving computes the logits without scipy: the same numbers as the fitted matrix
+    coef = np.random.default_rng(2).normal(size=(3, lex.dim))
+    batch = [[1, 2, 3, 1, 2], [5, 6, 5, 7], [], [9]]
+    assert np.allclose(lex.logits(batch, coef), lex.matrix(batch) @ coef.T, atol=1e-6)
 
 
 def test_head_round_trips_and_loads_legacy_files(tmp_path):
