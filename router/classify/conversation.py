@@ -33,7 +33,8 @@ REFERENTIAL = re.compile(
 # gate features: bias, log words, refers back, own confidence, agreement with the state, state `other`,
 # own `other`, own FOLLOW_UP
 N_FEATURES = 8
-# used when a head is fitted without conversations to learn the gate from
+# a hand-set prior (long confident parts switch, follow-ups and `other` inherit), used only when a head is
+# fitted without conversations to learn the gate from
 DEFAULT_GATE = np.array([-4.0, 1.2, -1.0, 2.5, 0.0, 3.0, -3.0, -4.0], dtype=np.float64)
 
 

@@ -43,10 +43,7 @@ class Example:
     messages: tuple[tuple[str, str], ...]  # (role, content); a single prompt is one user turn
     category: str
     group: str
-    kind: str  # single | conversation
-
-    def as_messages(self) -> list[dict[str, str]]:
-        return [{"role": r, "content": c} for r, c in self.messages]
+    kind: str  # single (one user turn) | conversation
 
 
 def _files() -> Any:

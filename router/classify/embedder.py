@@ -18,9 +18,10 @@ from typing import Protocol
 
 import numpy as np
 
+from router.classify.features import MAX_TOKENS as MAX_LEXICAL_TOKENS
+
 log = logging.getLogger("cliffguard.classifier")
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
-MAX_LEXICAL_TOKENS = 512  # the ids returned for the lexical features (features.MAX_TOKENS)
 
 
 class Encoder(Protocol):
