@@ -12,6 +12,9 @@ lexical features, temperature and conversation gate) and differs only in the sen
 - cascade: static first, and the contextual model only for parts whose static confidence is below
   --cascade-below (its probabilities replace the static ones for those parts).
 
+Two more rows show what the conversation gate is worth, with the shipped static model: the last user
+turn alone, and all parts joined into one text.
+
 Accuracy is measured on bench/data/classifier_eval.jsonl and the dev set bench/data/classifier_dev.jsonl
 (single prompts and conversations separately). Cost: CPU time per prompt in batches of 32 on one thread,
 and the real micro-batching service under 50 concurrent closed-loop requests with distinct prompts.
@@ -98,6 +101,17 @@ class Cascade:
         return [(head.classes[int(s.argmax())], float(s.max())) for s in state]
 
 
+class Reduced:
+    """The shipped model reading one text per request instead of folding the parts."""
+
+    def __init__(self, model: EmbeddingClassifier, how: str) -> None:
+        self.model, self.how = model, how
+
+    def classify(self, requests: list[tuple[str, ...]]) -> list[tuple[str, float]]:
+        texts = [p[-1] if self.how == "last" else "\n".join(p) for p in requests]
+        return self.model.classify([(t,) for t in texts])
+
+
 def fitted(encoder: Any, taxonomy: Taxonomy) -> EmbeddingClassifier:
     path = CACHE / f"{encoder.name.replace(':', '_')}.npz"
     if path.exists():
@@ -157,13 +171,16 @@ def main() -> None:
         "contextual": fitted(ContextualEmbedder(threads=1), taxonomy),
     }
     variants["cascade"] = Cascade(static, variants["contextual"], a.cascade_below)
+    variants["static, last user turn only"] = Reduced(static, "last")
+    variants["static, all parts joined into one text"] = Reduced(static, "joined")
     ev, dev = load_rows("classifier_eval.jsonl"), load_rows("classifier_dev.jsonl")
     prompts = [p[0] for p, _, _ in ev]
     print("| encoder | our set | dev single | dev conversations | CPU ms per prompt (batches of 32) "
           "| classifications/s at c=50 | p99 at c=50 |")
     print("|---|---|---|---|---|---|---|")
     for name, model in variants.items():
-        for m in (model.cheap, model.strong) if isinstance(model, Cascade) else (model,):
+        inner = model.model if isinstance(model, Reduced) else model
+        for m in (inner.cheap, inner.strong) if isinstance(inner, Cascade) else (inner,):
             m._memo_size = 0  # every part encoded: the cost of new prompts, not of a warm memo
         accs = [accuracy(model, ev, "single"), accuracy(model, dev, "single"), accuracy(model, dev, "conversation")]
         ms = cpu_ms_per_prompt(model, prompts)
