@@ -27,6 +27,7 @@ class Head:
     lex_coef: np.ndarray | None = None  # (n_classes, lexical.dim)
     temperature: float = 1.0
     gate: np.ndarray = field(default_factory=lambda: DEFAULT_GATE.copy())
+    sharpen: float = 1.0  # calibration of the folded state of requests with more than one part
 
     def logits(self, emb: np.ndarray, ids: Sequence[Sequence[int]]) -> np.ndarray:
         z: np.ndarray = emb @ self.coef.T + self.intercept
@@ -46,7 +47,7 @@ class Head:
         with tmp.open("wb") as f:
             np.savez(f, format=np.array(FORMAT), classes=np.array(self.classes), coef=self.coef,
                      intercept=self.intercept, embedder=np.array(self.embedder),
-                     temperature=np.array(self.temperature), gate=self.gate, **lex)
+                     temperature=np.array(self.temperature), gate=self.gate, sharpen=np.array(self.sharpen), **lex)
         tmp.replace(path)  # atomic: concurrent readers never see half a file
 
     @classmethod
@@ -58,7 +59,8 @@ class Head:
             return cls(tuple(str(c) for c in z["classes"]), z["coef"], z["intercept"], str(z["embedder"]),
                        lexical, z["lex_coef"] if lexical is not None else None,
                        float(z["temperature"]) if "temperature" in keys else 1.0,
-                       z["gate"] if "gate" in keys and z["gate"].shape == DEFAULT_GATE.shape else DEFAULT_GATE.copy())
+                       z["gate"] if "gate" in keys and z["gate"].shape == DEFAULT_GATE.shape else DEFAULT_GATE.copy(),
+                       float(z["sharpen"]) if "sharpen" in keys else 1.0)
 
 
 def softmax(z: np.ndarray) -> np.ndarray:

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from router.classify.conversation import FOLLOW_UP, Batch, Slots, fold
+from router.classify.conversation import FOLLOW_UP, Batch, Slots, fold, sharpen
 from router.classify.embedder import Encoder
 from router.classify.head import Head
 from router.classify.taxonomy import Taxonomy
 
 log = logging.getLogger("cliffguard.classifier")
-HEAD_CACHE_VERSION = "head-v4"  # bump when the fitted head's meaning or file format changes
+HEAD_CACHE_VERSION = "head-v5"  # bump when the fitted head's meaning or file format changes
 
 
 class EmbeddingClassifier:
@@ -58,7 +58,11 @@ class EmbeddingClassifier:
         for parts in requests:
             probs.append(flat[i:i + len(parts)])
             i += len(parts)
-        return fold(Batch.of(requests, probs, len(self.head.classes)), self.head.gate, self._slots)
+        state = fold(Batch.of(requests, probs, len(self.head.classes)), self.head.gate, self._slots)
+        multi = np.array([len(parts) > 1 for parts in requests])
+        if multi.any() and self.head.sharpen != 1.0:
+            state[multi] = sharpen(state[multi], self.head.sharpen)
+        return state
 
     def classify(self, requests: list[tuple[str, ...]]) -> list[tuple[str, float]]:
         p = self.proba(requests)

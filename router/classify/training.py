@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 
-from router.classify.conversation import N_FEATURES, Batch, Slots, fold, select_parts
+from router.classify.conversation import N_FEATURES, Batch, Slots, fold, select_parts, sharpen
 from router.classify.corpus import FOLDS, Example, fold_of
 from router.classify.embedder import Encoder
 from router.classify.features import LexicalFeatures
@@ -94,11 +94,14 @@ def fit(examples: list[Example], embedder: Encoder, c: float = 16.0, progress: P
                 embedder.name, lexical, coef[:, emb.shape[1]:].copy(), temperature)
     if len(convs) >= 50:
         probs = [list(softmax(np.array(z) / temperature)) for _, z in convs]
-        gate = fit_gate(Batch.of([r.parts for r, _ in convs], probs, len(classes)),
-                        np.array([classes.index(r.label) for r, _ in convs]), Slots.of(classes))
-        head = Head(head.classes, head.coef, head.intercept, head.embedder, lexical, head.lex_coef, temperature, gate)
-    log.info("fitted the classifier head: %d prompts, %d conversations, temperature %.2f", len(singles), len(convs),
-             temperature)
+        batch = Batch.of([r.parts for r, _ in convs], probs, len(classes))
+        y_conv = np.array([classes.index(r.label) for r, _ in convs])
+        gate = fit_gate(batch, y_conv, Slots.of(classes))
+        power = fit_sharpen(fold(batch, gate, Slots.of(classes)), y_conv)
+        head = Head(head.classes, head.coef, head.intercept, head.embedder, lexical, head.lex_coef, temperature, gate,
+                    power)
+    log.info("fitted the classifier head: %d prompts, %d conversations, temperature %.2f, sharpen %.2f",
+             len(singles), len(convs), temperature, head.sharpen)
     return head
 
 
@@ -108,6 +111,16 @@ def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
         return float(-np.log(p[np.arange(len(y)), y] + 1e-12).mean())
 
     return float(minimize_scalar(nll, bounds=(0.05, 20.0), method="bounded").x)
+
+
+def fit_sharpen(states: np.ndarray, y: np.ndarray) -> float:
+    """The power that makes the folded conversation probabilities calibrated (log loss, out of fold)."""
+    rows = np.arange(len(y))
+
+    def nll(a: float) -> float:
+        return float(-np.log(sharpen(states, a)[rows, y] + 1e-12).mean())
+
+    return float(minimize_scalar(nll, bounds=(0.2, 5.0), method="bounded").x)
 
 
 def fit_gate(batch: Batch, y: np.ndarray, slots: Slots) -> np.ndarray:

@@ -4,13 +4,22 @@ format, without the encoder (pure logic; the real model is tested in integration
 import numpy as np
 import pytest
 
-from router.classify.conversation import DEFAULT_GATE, FOLLOW_UP, Batch, Slots, fold, select_parts, text_features
+from router.classify.conversation import (
+    DEFAULT_GATE,
+    FOLLOW_UP,
+    Batch,
+    Slots,
+    fold,
+    select_parts,
+    sharpen,
+    text_features,
+)
 from router.classify.corpus import FOLDS, corpus, fold_of
 from router.classify.evaluation import calibration, report
 from router.classify.features import LexicalFeatures
 from router.classify.head import Head
 from router.classify.taxonomy import Category, Taxonomy, TaxonomyConfig
-from router.classify.training import fit_gate, fit_temperature
+from router.classify.training import fit_gate, fit_sharpen, fit_temperature
 
 # classes: math, writing, other, FOLLOW_UP
 CLASSES = ("math", "writing", "other", FOLLOW_UP)
@@ -78,6 +87,17 @@ def test_temperature_fixes_overconfident_logits():
     logits[np.arange(2000), y] += 1.0
     t = fit_temperature(logits * 5, y)  # five times too sharp
     assert 3.5 < t < 7
+
+
+def test_sharpen_restores_the_confidence_that_folding_blurs():
+    state = np.array([[0.6, 0.3, 0.1, 0.0]])
+    sharp = sharpen(state, 2.0)
+    assert sharp[0, 0] > 0.6 and sharp[0, 3] == 0 and sharp.sum() == pytest.approx(1)
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 3000)
+    blurred = np.full((3000, 3), 0.2)
+    blurred[np.arange(3000), y] = 0.6  # right every time, yet only 60% sure: underconfident
+    assert fit_sharpen(blurred, y) > 2
 
 
 def test_corpus_is_deterministic_large_and_grouped_for_cross_validation():
