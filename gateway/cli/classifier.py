@@ -199,7 +199,7 @@ def classify_cmd(
 ) -> None:
     """Classify one prompt or conversation: category, confidence and the layer that decided."""
     if (text is None) == (messages is None):
-        raise _fail("give a prompt or --messages FILE|-, not both")
+        raise _fail("give exactly one of: a prompt, or --messages FILE|-")
     if messages is not None:
         try:
             raw = json.loads(sys.stdin.read() if messages == "-" else Path(messages).read_text())
