@@ -71,6 +71,16 @@ CLASSIFIER_BATCH_SECONDS = Histogram(
     "Model time per batch.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )
+# -- classifier health, per alias and arm ------------------------------------------------------------
+# The category mix and the shares of `other` and `unclassified` per alias and arm come from
+# cliffguard_requests_total (it carries alias, arm and category); this adds how sure the labels were.
+CLASSIFIER_CONFIDENCE = Histogram(
+    "cliffguard_classifier_confidence",
+    "Confidence of each request's label, by alias, arm and the layer that decided (explicit and rule "
+    "labels are 1, unclassified 0; the model's are calibrated probabilities).",
+    ["alias", "arm", "layer"],
+    buckets=(0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+)
 UPSTREAM_ERRORS = Counter(
     "cliffguard_upstream_errors_total",
     "Backend failures: connect, timeout, http_5xx, midstream, protocol.",

@@ -57,6 +57,9 @@ export PATH="$PATH:$tools"   # a kubectl already installed comes first
 log "vLLM CPU build (for the end-to-end tests; cached)"
 bash deploy/vllm/install_cpu.sh
 
+log "classifier: distil the encoder and fit the default head (once; cached in ~/.cache/cliffguard)"
+.venv/bin/python -c 'from gateway.classification import prepare; from gateway.config import ClassifierConfig; prepare(ClassifierConfig())'
+
 log "running tests"
 set +e
 .venv/bin/python -m pytest -ra "$@"

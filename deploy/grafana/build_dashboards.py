@@ -108,6 +108,27 @@ def rollout_dashboard() -> dict[str, Any]:
         target(f"histogram_quantile(0.99, sum by (le) (rate(cliffguard_gateway_overhead_seconds_bucket{{{A}}}[5m])))",
                "p99")], unit="s")
 
+    L.row("Classifier health")
+    L.add("timeseries", "Category mix by arm (share of requests, 30m)", [
+        target(f"cliffguard:category_share:ratio30m{{{A}}}", "{{arm}}: {{category}}")], unit="percentunit")
+    L.add("timeseries", "Category mix drift, candidate vs stable (total variation; alert above 0.15)", [
+        target(f"cliffguard:category_mix_drift:tvd30m{{{A}}}", "distance")], unit="short",
+        extra={"fieldConfig": {"defaults": {"unit": "short", "min": 0, "max": 1, "thresholds": {
+            "mode": "absolute", "steps": [{"color": "green", "value": None}, {"color": "red", "value": 0.15}]},
+            "custom": {"thresholdsStyle": {"mode": "line"}}}, "overrides": []}})
+    share = "sum by (arm) (rate(cliffguard_requests_total{{{a},category=\"{c}\"}}[5m]))"
+    every = f"sum by (arm) (rate(cliffguard_requests_total{{{A}}}[5m]))"
+    L.add("timeseries", "Share labelled other / unclassified by arm", [
+        target(f"({share.format(a=A, c='other')} or {every} * 0) / {every}", "{{arm}}: other", "A"),
+        target(f"({share.format(a=A, c='unclassified')} or {every} * 0) / {every}", "{{arm}}: unclassified", "B")],
+        unit="percentunit")
+    L.add("timeseries", "Label confidence by arm and layer (median, p10)", [
+        target(f"histogram_quantile(0.5, sum by (arm, layer, le) "
+               f"(rate(cliffguard_classifier_confidence_bucket{{{A}}}[5m])))", "median {{arm}} {{layer}}", "A"),
+        target(f"histogram_quantile(0.1, sum by (arm, layer, le) "
+               f"(rate(cliffguard_classifier_confidence_bucket{{{A}}}[5m])))", "p10 {{arm}} {{layer}}", "B")],
+        unit="percentunit")
+
     L.row("Judges")
     L.add("timeseries", "Judge calls and failures", [
         target("sum by (result) (rate(cliffguard_judge_calls_total[5m]))", "calls {{result}}", "A"),

@@ -1,8 +1,12 @@
-"""`cliffguard classifier fit|eval` and `cliffguard classify`: the classifier from the command line."""
+"""`cliffguard classifier fit|eval` and `cliffguard classify`: the classifier from the command line.
+
+Labelled files are JSONL with `"category"` and either `"prompt"` (one prompt) or `"messages"` (an
+OpenAI conversation, classified as the gateway sees it: system prompt and user turns)."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,55 +21,57 @@ classifier_app = typer.Typer(help="Fit and evaluate the capability classifier.",
 
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config (for the taxonomy)")]
 ArtifactOpt = Annotated[Path | None, typer.Option(help="a head written by `classifier fit` (default: the "
-                                                       "config's, else fitted on the taxonomy's examples)")]
+                                                       "config's, else fitted on the taxonomy's training set)")]
+ROW_SHAPE = '{"prompt": str, "category": str} or {"messages": [{"role": str, "content": str}, ...], "category": str}'
 
 
-def _read_jsonl(path: Path, allowed: tuple[str, ...]) -> tuple[list[str], list[str]]:
-    texts, labels = [], []
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    return typer.Exit(2)
+
+
+def _body(row: Any) -> dict[str, Any]:
+    """The request body a labelled row stands for; raises TypeError on a malformed row."""
+    if not isinstance(row, dict) or not isinstance(row.get("category"), str):
+        raise TypeError
+    if isinstance(row.get("prompt"), str):
+        return {"messages": [{"role": "user", "content": row["prompt"]}]}
+    msgs = row.get("messages")
+    if not isinstance(msgs, list) or not msgs or not all(
+            isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str | list)
+            for m in msgs) or not any(m["role"] == "user" for m in msgs):
+        raise TypeError
+    return {"messages": msgs}
+
+
+def read_rows(path: Path, allowed: tuple[str, ...]) -> list[tuple[dict[str, Any], str]]:
+    """(request body, category) per line of a labelled JSONL file; exit 2 with the line on bad input."""
     try:
         lines = path.read_text().splitlines()
     except OSError as e:
-        err.print(f"[bold red]error:[/] cannot read {path}: {e.strerror}")
-        raise typer.Exit(2) from None
+        raise _fail(f"cannot read {path}: {e.strerror}") from None
+    rows = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-            prompt, category = row["prompt"], row["category"]
-            if not isinstance(prompt, str) or not isinstance(category, str):
-                raise TypeError
-        except (ValueError, KeyError, TypeError):
-            err.print(f'[bold red]error:[/] {path}:{n}: expected {{"prompt": str, "category": str}}')
-            raise typer.Exit(2) from None
-        if category not in allowed:
-            err.print(f"[bold red]error:[/] {path}:{n}: category {category!r} is not in the taxonomy "
-                      f"({', '.join(allowed)})")
-            raise typer.Exit(2)
-        texts.append(prompt)
-        labels.append(category)
-    if not texts:
-        err.print(f"[bold red]error:[/] {path} holds no examples")
-        raise typer.Exit(2)
-    return texts, labels
-
-
-def _encode(embedder: Any, texts: list[str], what: str) -> Any:
-    import numpy as np
-
-    chunks = []
-    with Progress(console=err, transient=True) as progress:
-        task = progress.add_task(f"embedding {what}", total=len(texts))
-        for i in range(0, len(texts), 64):
-            chunks.append(embedder.encode(texts[i:i + 64]))
-            progress.advance(task, len(texts[i:i + 64]))
-    return np.vstack(chunks)
+            body = _body(row)
+        except (ValueError, TypeError):
+            raise _fail(f"{path}:{n}: expected {ROW_SHAPE}") from None
+        if row["category"] not in allowed:
+            raise _fail(f"{path}:{n}: category {row['category']!r} is not in the taxonomy ({', '.join(allowed)})")
+        rows.append((body, row["category"]))
+    if not rows:
+        raise _fail(f"{path} holds no examples")
+    return rows
 
 
 def _model(settings: Settings, artifact: Path | None) -> Any:
     from gateway.classification import load_model
 
-    return load_model(settings.classifier, artifact)
+    with err.status("loading the classifier (the first run distils the encoder and fits the head)"):
+        return load_model(settings.classifier, artifact)
 
 
 @classifier_app.command()
@@ -73,26 +79,63 @@ def fit(
     data: Path,
     out_path: Annotated[Path, typer.Option("--out", "-o", help="where to write the artifact")] = Path(
         "classifier.npz"),
-    with_examples: Annotated[bool, typer.Option(help="also learn from the taxonomy's own examples")] = True,
+    with_examples: Annotated[bool, typer.Option(help="also learn from the taxonomy's training set")] = True,
     config: ConfigOpt = None,
 ) -> None:
-    """Learn from labelled prompts (JSONL: {"prompt": ..., "category": ...}); the gateway loads the result
-    when `classifier.artifact` points at it."""
+    """Learn from labelled prompts and conversations (JSONL); the gateway loads the result when
+    `classifier.artifact` points at it."""
     from gateway.classification import shared_encoder
-    from router.classify.head import Head
+    from router.classify import training
+    from router.classify.corpus import Example
     from router.classify.taxonomy import Taxonomy
 
     settings = settings_or_exit(config)
     c = settings.classifier
     taxonomy = Taxonomy.build(c.taxonomy)
-    texts, labels = _read_jsonl(data, taxonomy.names)
+    examples = []
+    for n, (body, category) in enumerate(read_rows(data, taxonomy.names)):
+        msgs = tuple((m["role"], _content(m["content"])) for m in body["messages"])
+        kind = "conversation" if sum(r == "user" for r, _ in msgs) > 1 else "single"
+        examples.append(Example(msgs, category, f"{data.name}:{n}", kind))
     if with_examples:
-        ex_texts, ex_labels = taxonomy.training_set()
-        texts, labels = texts + ex_texts, labels + ex_labels
+        examples += taxonomy.training_set()
     embedder = shared_encoder(c)
-    head = Head.fit(_encode(embedder, texts, f"{len(texts)} prompts"), labels, embedder.name)
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task(f"fitting on {len(examples)} examples", total=None)
+        try:
+            head = training.fit(examples, embedder,
+                                progress=lambda step: progress.update(task, description=f"fitting: {step}"))
+        except ValueError as e:
+            raise _fail(str(e)) from None
     head.save(out_path)
-    out.print(f"[green]wrote[/] {out_path}: {len(texts)} examples, categories {', '.join(head.classes)}")
+    out.print(f"[green]wrote[/] {out_path}: {len(examples)} examples, categories {', '.join(head.classes)}")
+
+
+def _content(content: Any) -> str:
+    from router.classify.prompt import prompt_parts
+
+    return prompt_parts({"messages": [{"role": "user", "content": content}]}).last_user
+
+
+def label_rows(settings: Settings, model: Any, taxonomy: Any, bodies: list[dict[str, Any]]) -> list[Any]:
+    """(final label, model's top category, model's confidence) per request body, as the gateway labels it:
+    rules first, then the model, then the threshold."""
+    from router.classify.layers import decide_before_model, threshold
+    from router.classify.prompt import prompt_parts
+    from router.classify.taxonomy import CompiledRules
+
+    rules = CompiledRules.of(taxonomy)
+    parts = [prompt_parts(b) for b in bodies]
+    results = []
+    with Progress(console=err, transient=True) as progress:
+        task = progress.add_task(f"classifying {len(bodies)} rows", total=len(bodies))
+        for i in range(0, len(parts), 64):
+            chunk = parts[i:i + 64]
+            for p, (cat, conf) in zip(chunk, model.classify([p.model_parts() for p in chunk]), strict=True):
+                label = decide_before_model(None, rules, p) or threshold(cat, conf, settings.classifier.min_confidence)
+                results.append((label, cat, conf))
+            progress.advance(task, len(chunk))
+    return results
 
 
 @classifier_app.command("eval")
@@ -102,50 +145,74 @@ def evaluate_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     config: ConfigOpt = None,
 ) -> None:
-    """Accuracy, per-category precision/recall and the confusion matrix on labelled prompts."""
-    from router.classify.evaluation import evaluate
-    from router.classify.layers import threshold
+    """Accuracy, per-category precision/recall, confusion and calibration, overall and separately for
+    single prompts and conversations (rows with more than one user turn)."""
+    from router.classify.evaluation import report
 
     settings = settings_or_exit(config)
     taxonomy, model = _model(settings, artifact)
-    texts, truth = _read_jsonl(data, taxonomy.names)
-    X = _encode(model.embedder, texts, f"{len(texts)} prompts")
-    predicted = [threshold(cat, p, settings.classifier.min_confidence).category for cat, p in model.head.predict(X)]
-    report = evaluate(truth, predicted)
+    rows = read_rows(data, taxonomy.names)
+    bodies = [b for b, _ in rows]
+    labelled = label_rows(settings, model, taxonomy, bodies)
+    kinds = ["conversation" if sum(m.get("role") == "user" for m in b["messages"]) > 1 else "single" for b in bodies]
+    r = report(kinds, [c for _, c in rows], [lb.category for lb, _, _ in labelled], [c for _, c, _ in labelled],
+               [p for _, _, p in labelled])
+    result = {**r["all"], "by_kind": {k: v for k, v in r.items() if k != "all"}}
     if as_json:
-        print(json.dumps(report))
+        print(json.dumps(result))
         return
-    out.print(f"accuracy [bold]{report['accuracy']:.1%}[/] on {report['n']} prompts")
-    t = Table("category", "precision", "recall", "support")
-    for cat, r in report["per_category"].items():
-        t.add_row(cat, f"{r['precision']:.2f}", f"{r['recall']:.2f}", str(r["support"]))
+    _print_report(data.name, r)
+
+
+def _print_report(name: str, r: dict[str, Any]) -> None:
+    t = Table("rows", "n", "accuracy", "calibration error", title=f"{name}")
+    for kind, rep in r.items():
+        t.add_row(kind, str(rep["n"]), f"[bold]{rep['accuracy']:.1%}[/]", f"{rep['calibration']['ece']:.3f}")
     out.print(t)
-    cats = list(report["per_category"])
-    cm = Table("true \\ predicted", *[c[:6] for c in cats], title="confusion")
-    for tcat in cats:
-        row = report["confusion"].get(tcat, {})
-        cm.add_row(tcat, *[(f"[bold]{row.get(p, 0)}[/]" if p == tcat else str(row.get(p, 0) or "."))
-                           for p in cats])
-    out.print(cm)
+    for kind, rep in r.items():
+        if kind == "all" and len(r) == 2:
+            continue  # one kind only: its tables are the same as the overall ones
+        cats = list(rep["per_category"])
+        pc = Table("category", "precision", "recall", "support", title=f"{kind}: per category")
+        for cat, v in rep["per_category"].items():
+            pc.add_row(cat, f"{v['precision']:.2f}", f"{v['recall']:.2f}", str(v["support"]))
+        cm = Table("true \\ predicted", *[c[:6] for c in cats], title=f"{kind}: confusion")
+        for tcat in cats:
+            row = rep["confusion"].get(tcat, {})
+            cm.add_row(tcat, *[(f"[bold]{row.get(p, 0)}[/]" if p == tcat else str(row.get(p, 0) or "."))
+                               for p in cats])
+        cal = Table("confidence", "n", "accuracy", "mean confidence",
+                    title=f"{kind}: calibration (model's top category)")
+        for b in rep["calibration"]["buckets"]:
+            cal.add_row(f"{b['from']:.2f}-{b['to']:.2f}", str(b["n"]), f"{b['accuracy']:.1%}",
+                        f"{b['mean_confidence']:.2f}")
+        out.print(pc, cm, cal)
 
 
 def classify_cmd(
-    text: str,
+    text: Annotated[str | None, typer.Argument(help="the prompt (or use --messages)")] = None,
     system: Annotated[str | None, typer.Option(help="a system prompt (rules may match it)")] = None,
+    messages: Annotated[str | None, typer.Option(
+        help="a JSON file (or - for stdin) holding an OpenAI messages list, or a body with `messages`")] = None,
     artifact: ArtifactOpt = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Classify one prompt: category, confidence and the layer that decided."""
-    from router.classify.layers import decide_before_model, threshold
-    from router.classify.prompt import prompt_parts
-    from router.classify.taxonomy import CompiledRules
-
+    """Classify one prompt or conversation: category, confidence and the layer that decided."""
+    if (text is None) == (messages is None):
+        raise _fail("give exactly one of: a prompt, or --messages FILE|-")
+    if messages is not None:
+        try:
+            raw = json.loads(sys.stdin.read() if messages == "-" else Path(messages).read_text())
+            body = _body({"messages": raw.get("messages") if isinstance(raw, dict) else raw, "category": ""})
+        except OSError as e:
+            raise _fail(f"cannot read {messages}: {e.strerror}") from None
+        except (ValueError, TypeError):
+            raise _fail(f"{messages}: expected a JSON list of {{\"role\", \"content\"}} messages with a user turn, "
+                        "or an object with one under `messages`") from None
+    else:
+        body = {"messages": ([{"role": "system", "content": system}] if system else [])
+                + [{"role": "user", "content": text}]}
     settings = settings_or_exit(config)
     taxonomy, model = _model(settings, artifact)
-    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-    parts = prompt_parts({"messages": messages})
-    label = decide_before_model(None, CompiledRules.of(taxonomy), parts)
-    if label is None:
-        cat, p = model.classify([parts.classifier_text()])[0]
-        label = threshold(cat, p, settings.classifier.min_confidence)
+    label, _, _ = label_rows(settings, model, taxonomy, [body])[0]
     out.print(f"category [bold cyan]{label.category}[/]  confidence {label.confidence:.2f}  layer {label.layer}")

@@ -329,6 +329,7 @@ class ProxyHandler:
         a, v, arm, cat = ex.alias.name, ex.version.name, ex.arm, label.category
         latency = time.perf_counter() - ex.t0
         m.CLASSIFICATIONS.labels(cat, label.layer).inc()
+        m.CLASSIFIER_CONFIDENCE.labels(a, arm, label.layer).observe(label.confidence)
         m.REQUESTS.labels(a, v, arm, cat, ex.req.endpoint, str(ex.status)).inc()
         m.REQUEST_LATENCY.labels(a, v, arm, cat, "true" if ex.req.stream else "false").observe(latency)
         if ex.ttft_s is not None:

@@ -1,4 +1,5 @@
-"""Capability classifier: every request labelled, from the prompt alone, with one configured category.
+"""Capability classifier: every request labelled, from its conversation (system prompt and user turns),
+with one configured category.
 
 `RequestClassifier.begin()` runs the cheap layers inline (explicit category, rules) and otherwise hands
 the prompt to the micro-batching service, returning a future the caller awaits later (after routing, or
@@ -35,7 +36,7 @@ class RequestClassifier:
             return label
         if self.service is None:
             return Label(OTHER, 0.0, "disabled")
-        return self.service.submit(parts.classifier_text())
+        return self.service.submit(parts.model_parts())
 
 
 async def resolve(pending: Label | asyncio.Future[Label], timeout_s: float) -> Label:

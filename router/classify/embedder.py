@@ -18,6 +18,8 @@ from typing import Protocol
 
 import numpy as np
 
+from router.classify.features import MAX_TOKENS as MAX_LEXICAL_TOKENS
+
 log = logging.getLogger("cliffguard.classifier")
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 
@@ -25,8 +27,13 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 class Encoder(Protocol):
     name: str
     max_tokens: int
+    vocab_size: int
 
     def encode(self, texts: list[str]) -> np.ndarray: ...
+
+    def encode_with_ids(self, texts: list[str]) -> tuple[np.ndarray, list[list[int]]]:
+        """The embeddings and each text's WordPiece ids (no special tokens, for the lexical features)."""
+        ...
 
 
 def default_model_path() -> Path:
@@ -60,6 +67,11 @@ class ContextualEmbedder:
         self.name = f"contextual:{path.name if model_path else DEFAULT_MODEL}"
         self._torch, self.tokenizer, self.model = _load_transformer(path, threads)
         self.max_tokens = max_tokens
+        self.vocab_size = int(self.tokenizer.vocab_size)
+
+    def encode_with_ids(self, texts: list[str]) -> tuple[np.ndarray, list[list[int]]]:
+        ids = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=MAX_LEXICAL_TOKENS)
+        return self.encode(texts), [list(x) for x in ids["input_ids"]]
 
     def encode(self, texts: list[str]) -> np.ndarray:
         torch = self._torch
@@ -107,6 +119,9 @@ class StaticEmbedder:
         self.tokenizer.no_truncation()
         self.table = self._table(path, cache_dir or default_cache_dir(), threads)
         self.unk = int(self.tokenizer.token_to_id("[UNK]") or 0)
+        self.vocab_size = int(self.tokenizer.get_vocab_size())
+        # the fast batch skips character offsets we do not use (about 20% cheaper; tokenizers >= 0.21)
+        self._tokenize = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
 
     @staticmethod
     def _table(path: Path, cache_dir: Path, threads: int) -> np.ndarray:
@@ -125,11 +140,15 @@ class StaticEmbedder:
         return table
 
     def encode(self, texts: list[str]) -> np.ndarray:
+        return self.encode_with_ids(texts)[0]
+
+    def encode_with_ids(self, texts: list[str]) -> tuple[np.ndarray, list[list[int]]]:
         out = np.empty((len(texts), self.table.shape[1]), dtype=np.float32)
-        for row, enc in enumerate(self.tokenizer.encode_batch(texts, add_special_tokens=False)):
-            v = self.table[enc.ids[:self.max_tokens] or [self.unk]].mean(axis=0, dtype=np.float32)
+        ids = [enc.ids[:MAX_LEXICAL_TOKENS] for enc in self._tokenize(texts, add_special_tokens=False)]
+        for row, seq in enumerate(ids):
+            v = self.table[seq[:self.max_tokens] or [self.unk]].mean(axis=0, dtype=np.float32)
             out[row] = v / (np.linalg.norm(v) + 1e-9)
-        return out
+        return out, ids
 
 
 def make_encoder(kind: str, model_path: str | None, max_tokens: int, threads: int, cache_dir: Path | None) -> Encoder:

@@ -1,5 +1,5 @@
-"""What the classifier reads from a request: the system prompt, the last user turn and, when that turn
-is too short to say much ("and in Rust?"), the previous user turn as context. Pure."""
+"""What the classifier reads from a request: the system prompt and the user turns (assistant turns are
+not read, see `conversation.py`). Completions read the prompt. Pure."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-SHORT_TURN_WORDS = 8
-MAX_CHARS = 2000  # the tokenizer truncates to max_tokens anyway; this bounds the work before it
+from router.classify.conversation import select_parts
+
+MAX_CHARS = 4000  # per part: the tokenizer truncates to max_tokens anyway; this bounds the work before it
 
 
 _TEXT_PARTS = ("text", "input_text", "output_text")  # chat content parts, and the Responses API's
@@ -47,12 +48,15 @@ def responses_messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
 @dataclass(frozen=True, slots=True)
 class PromptParts:
     system: str
-    last_user: str
-    context: str  # the previous user turn, when the last one is short
+    users: tuple[str, ...]
 
-    def classifier_text(self) -> str:
-        text = f"{self.context}\n{self.last_user}" if self.context else self.last_user
-        return text[:MAX_CHARS]
+    @property
+    def last_user(self) -> str:
+        return self.users[-1] if self.users else ""
+
+    def model_parts(self) -> tuple[str, ...]:
+        """The texts the model reads, in conversation order (`conversation.select_parts`)."""
+        return tuple(p[:MAX_CHARS] for p in select_parts(self.system, list(self.users)))
 
 
 def prompt_parts(body: Mapping[str, Any]) -> PromptParts:
@@ -60,10 +64,8 @@ def prompt_parts(body: Mapping[str, Any]) -> PromptParts:
     if not isinstance(messages, list):
         prompt = body.get("prompt")
         text = prompt if isinstance(prompt, str) else _text(prompt[0]) if isinstance(prompt, list) and prompt else ""
-        return PromptParts("", text if isinstance(text, str) else str(text), "")
+        return PromptParts("", (text if isinstance(text, str) else str(text),))
     system = " ".join(_text(m.get("content")) for m in messages
                       if isinstance(m, dict) and m.get("role") in ("system", "developer"))
-    users = [_text(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-    last = users[-1] if users else ""
-    context = users[-2] if len(users) > 1 and len(last.split()) < SHORT_TURN_WORDS else ""
-    return PromptParts(system, last, context)
+    users = tuple(_text(m.get("content")) for m in messages if isinstance(m, dict) and m.get("role") == "user")
+    return PromptParts(system, users)

@@ -20,7 +20,8 @@ from router.classify.taxonomy import UNCLASSIFIED
 
 log = logging.getLogger("cliffguard.classifier")
 
-Model = Callable[[list[str]], list[tuple[str, float]]]
+Parts = tuple[str, ...]  # what the model reads from one request (`PromptParts.model_parts`)
+Model = Callable[[list[Parts]], list[tuple[str, float]]]
 
 
 @dataclass
@@ -41,7 +42,7 @@ class ClassifierService:
         self.batch_wait_s = batch_wait_s
         self.cache_size = cache_size
         self.stats = ServiceStats()
-        self._queue: queue.Queue[tuple[bytes, str] | None] = queue.Queue(maxsize=queue_size)
+        self._queue: queue.Queue[tuple[bytes, Parts] | None] = queue.Queue(maxsize=queue_size)
         self._cache: OrderedDict[bytes, Label] = OrderedDict()
         self._pending: dict[bytes, list[asyncio.Future[Label]]] = {}
         self._on_batch = on_batch
@@ -59,11 +60,11 @@ class ClassifierService:
                 self._queue.put(None, timeout=5)
             self._thread.join(timeout=5)
 
-    def submit(self, text: str) -> asyncio.Future[Label]:
+    def submit(self, parts: Parts) -> asyncio.Future[Label]:
         """Never blocks: a cached answer, a shared in-flight answer, a queued one, or `unclassified`."""
         assert self._loop is not None, "start() first"
         fut: asyncio.Future[Label] = self._loop.create_future()
-        key = hashlib.blake2b(text.encode(), digest_size=16).digest()
+        key = hashlib.blake2b("\x00".join(parts).encode(), digest_size=16).digest()
         hit = self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
@@ -75,7 +76,7 @@ class ClassifierService:
             waiting.append(fut)
             return fut
         try:
-            self._queue.put_nowait((key, text))
+            self._queue.put_nowait((key, parts))
         except queue.Full:
             self.stats.overloaded += 1
             fut.set_result(Label(UNCLASSIFIED, 0.0, "unclassified"))

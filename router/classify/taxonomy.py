@@ -15,6 +15,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from router.classify.corpus import Example, corpus
+
 OTHER = "other"
 UNCLASSIFIED = "unclassified"  # the classifier was overloaded or failed: never a configured category
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,31}$"
@@ -82,14 +84,15 @@ class Taxonomy:
         """Every value a category metric label can take."""
         return (*self.names, UNCLASSIFIED)
 
-    def training_set(self) -> tuple[list[str], list[str]]:
-        """Example prompts (and each description, as one more example) with their category."""
-        texts, labels = [], []
+    def training_set(self) -> list[Example]:
+        """The shipped corpus for the default categories kept as they are, plus every category's
+        description and examples (each one more single prompt)."""
+        defaults = default_categories()
+        rows = list(corpus(frozenset(c.name for c in self.categories if c in defaults)))
         for c in self.categories:
-            for t in ([c.description] if c.description else []) + c.examples:
-                texts.append(t)
-                labels.append(c.name)
-        return texts, labels
+            for i, t in enumerate(([c.description] if c.description else []) + c.examples):
+                rows.append(Example((("user", t),), c.name, f"taxonomy:{c.name}:{i}", "single"))
+        return rows
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ from tests.support.metrics import sample, scrape
 
 REPO = Path(__file__).resolve().parents[2]
 EVAL = REPO / "bench" / "data" / "classifier_eval.jsonl"
-REPORTED_ACCURACY = 0.90  # docs/benchmarks.md reports 92.0% for the shipped default on this set
+DEV = REPO / "bench" / "data" / "classifier_dev.jsonl"
+# docs/benchmarks.md reports the shipped default on these sets; the floors leave a little room
+REPORTED = {"eval": 0.93, "dev_single": 0.88, "dev_conversation": 0.85}
 CLI = [sys.executable, "-m", "gateway.cli"]
 
 
@@ -39,11 +41,21 @@ def test_default_classifier_accuracy_on_our_labelled_set(tmp_path):
     r = run_cli(["classifier", "eval", str(EVAL), "--json"], tmp_path)
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
-    assert report["n"] == 250 and report["accuracy"] >= REPORTED_ACCURACY
+    assert report["n"] == 250 and report["accuracy"] >= REPORTED["eval"]
     assert set(report["per_category"]) >= {"reasoning", "math", "coding", "extraction", "summarization",
                                            "writing", "roleplay", "knowledge", "other"}
     assert all(v["recall"] >= 0.7 for v in report["per_category"].values())
     assert report["confusion"]["math"]["math"] >= 24
+    assert report["calibration"]["ece"] <= 0.1 and sum(b["n"] for b in report["calibration"]["buckets"]) == 250
+
+
+def test_dev_set_single_prompts_and_conversations_reported_separately(tmp_path):
+    r = run_cli(["classifier", "eval", str(DEV), "--json"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    kinds = json.loads(r.stdout)["by_kind"]
+    assert kinds["single"]["accuracy"] >= REPORTED["dev_single"]
+    assert kinds["conversation"]["accuracy"] >= REPORTED["dev_conversation"]
+    assert kinds["conversation"]["n"] >= 50 and "calibration" in kinds["conversation"]
 
 
 def test_fit_eval_classify_round_trip_offline(tmp_path):
@@ -70,15 +82,51 @@ def test_fit_eval_classify_round_trip_offline(tmp_path):
     bad.write_text('{"prompt": "x", "category": "cooking"}\n')
     r = run_cli(["classifier", "fit", str(bad), "--config", str(cfg)], tmp_path)
     assert r.returncode == 2 and "bad.jsonl:1" in r.stderr and "Traceback" not in r.stderr
+    bad.write_text('{"prompt": "x", "category": "support"}\n'
+                   '{"messages": [{"role": "assistant"}], "category": "support"}\n')
+    r = run_cli(["classifier", "eval", str(bad), "--config", str(cfg)], tmp_path)
+    assert r.returncode == 2 and "bad.jsonl:2" in r.stderr and "messages" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_conversations_in_fit_eval_and_classify(tmp_path):
+    """Rows with OpenAI `messages`: a follow-up is labelled with the conversation's capability."""
+    conv = [{"role": "user", "content": "A train travels 240 km in 3 hours. What is its average speed?"},
+            {"role": "assistant", "content": "80 km/h."},
+            {"role": "user", "content": "What if the speed doubles?"}]
+    data = tmp_path / "conv.jsonl"
+    data.write_text("\n".join(json.dumps(r) for r in (
+        {"messages": conv, "category": "math"}, {"prompt": "Write a haiku about rain", "category": "writing"})))
+    r = run_cli(["classifier", "eval", str(data), "--json"], tmp_path)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["by_kind"]["conversation"]["n"] == 1 and report["by_kind"]["single"]["n"] == 1
+    assert report["by_kind"]["conversation"]["accuracy"] == 1.0
+    (tmp_path / "conv.json").write_text(json.dumps({"model": "x", "messages": conv}))
+    r = run_cli(["classify", "--messages", str(tmp_path / "conv.json")], tmp_path)
+    assert r.returncode == 0 and "math" in r.stdout, r.stderr
+    r = subprocess.run([*CLI, "classify", "--messages", "-"], input=json.dumps(conv), capture_output=True, text=True,
+                       env=offline_env(tmp_path), timeout=300, cwd=tmp_path)
+    assert r.returncode == 0 and "math" in r.stdout, r.stderr
+    r = subprocess.run([*CLI, "classify", "--messages", "-"], input="[{]", capture_output=True, text=True,
+                       env=offline_env(tmp_path), timeout=300, cwd=tmp_path)
+    assert r.returncode == 2 and "expected a JSON list" in r.stderr and "Traceback" not in r.stderr
+    art = tmp_path / "conv.npz"
+    r = run_cli(["classifier", "fit", str(data), "--out", str(art)], tmp_path)
+    assert r.returncode == 0 and art.exists(), r.stderr
 
 
 @pytest.mark.parametrize("encoder", ["static", "contextual"])
 def test_model_loads_with_network_unreachable(tmp_path, encoder):
-    # an empty cache: the static table is distilled from the transformer, loaded offline, right here
+    # an empty cache: the static table is distilled from the transformer, loaded offline, right here. A
+    # small taxonomy keeps the head's fit short (the default one is fitted on the shipped corpus, tested above)
+    cfg = tmp_path / "small.yaml"
+    cfg.write_text("classifier:\n  taxonomy:\n    use_defaults: false\n    categories:\n"
+                   "      - {name: math, examples: ['Solve 3x - 4 = 8', 'What is 12 times 7?', 'Integrate x^2']}\n"
+                   "      - {name: writing, examples: ['Write a poem about rain', 'Draft an email to my boss']}\n")
     env = {**offline_env(tmp_path), "CLIFFGUARD_CLASSIFIER__CACHE_DIR": str(tmp_path / "fresh-cache"),
            "CLIFFGUARD_CLASSIFIER__ENCODER": encoder}
-    r = subprocess.run([*CLI, "classify", "Solve 2x + 3 = 11 for x."], capture_output=True, text=True, env=env,
-                       timeout=300, cwd=tmp_path)
+    r = subprocess.run([*CLI, "classify", "Solve 2x + 3 = 11 for x.", "--config", str(cfg)], capture_output=True,
+                       text=True, env=env, timeout=300, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "math" in r.stdout
 
@@ -114,6 +162,23 @@ async def test_concurrent_requests_get_correct_labels_in_metrics(backend_factory
         assert sample(text, "cliffguard_requests_total", alias="bot", category=c) - before[c] == 10, (c, [
             ln for ln in text.splitlines() if ln.startswith("cliffguard_requests_total")])
     assert scrape(gw.url, "cliffguard_classifier_batch_size_count") > 0
+    # classifier health: every label's confidence, per alias and arm
+    assert scrape(gw.url, "cliffguard_classifier_confidence_count", alias="bot", arm="stable",
+                  layer="embedding") >= 30
+
+
+def test_follow_up_turn_is_labelled_with_the_conversation(backend_factory, gateway_factory):
+    gw = gateway_factory(fake_pair(backend_factory), [{"name": "bot", "stable": "v1"}])
+    history = [{"role": "user", "content": "Summarize this: the council approved the budget, delayed the "
+                                           "new library and raised parking fees by ten percent."},
+               {"role": "assistant", "content": "The council passed the budget and raised parking fees."}]
+    before = scrape(gw.url, "cliffguard_requests_total", alias="bot", category="summarization")
+    for follow in ("Now make it more formal.", "shorter please"):
+        r = httpx.post(f"{gw.url}/v1/chat/completions", json={
+            "model": "bot", "messages": [*history, {"role": "user", "content": follow}]})
+        assert r.status_code == 200
+    time.sleep(0.5)
+    assert scrape(gw.url, "cliffguard_requests_total", alias="bot", category="summarization") - before == 2
 
 
 def test_category_header_and_rules(backend_factory, gateway_factory):

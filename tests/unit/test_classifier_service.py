@@ -8,10 +8,11 @@ from router.classify.taxonomy import UNCLASSIFIED
 
 
 def scripted(calls, gate=None):
-    def model(texts):
+    def model(requests):
+        texts = [" ".join(parts) for parts in requests]  # each request is a tuple of parts
         if gate is not None:
             gate.wait(5)
-        calls.append(list(texts))
+        calls.append(texts)
         if "boom" in texts:
             raise RuntimeError("model failure")
         return [("math" if "sum" in t else "writing", 0.9 if "sure" in t else 0.1 if "meh" in t else 0.8)
@@ -24,7 +25,7 @@ async def test_concurrent_requests_are_micro_batched_and_labelled():
     gate = threading.Event()
     svc = ClassifierService(scripted(calls, gate), min_confidence=0.3, batch_size=64, batch_wait_s=0.05)
     svc.start()
-    futs = [svc.submit(f"sum {i}") for i in range(40)] + [svc.submit("poem meh")]
+    futs = [svc.submit((f"sum {i}",)) for i in range(40)] + [svc.submit(("poem meh",))]
     gate.set()
     labels = await asyncio.gather(*futs)
     svc.stop()
@@ -37,9 +38,9 @@ async def test_cache_and_in_flight_dedup():
     calls = []
     svc = ClassifierService(scripted(calls), min_confidence=0.3)
     svc.start()
-    a, b = svc.submit("sum sure"), svc.submit("sum sure")  # same prompt while in flight: one model call
+    a, b = svc.submit(("sum sure",)), svc.submit(("sum sure",))  # same prompt while in flight: one model call
     assert (await a) == (await b)
-    c = svc.submit("sum sure")
+    c = svc.submit(("sum sure",))
     assert c.done() and c.result().category == "math"  # cached: answered at once
     svc.stop()
     assert sum(len(x) for x in calls) == 1 and svc.stats.cache_hits == 1
@@ -49,7 +50,7 @@ async def test_overload_labels_unclassified_at_once_and_never_blocks():
     gate = threading.Event()
     svc = ClassifierService(scripted([], gate), min_confidence=0.3, queue_size=4, batch_size=1)
     svc.start()
-    futs = [svc.submit(f"text {i}") for i in range(50)]
+    futs = [svc.submit((f"text {i}",)) for i in range(50)]
     shed = [f for f in futs if f.done()]
     assert len(shed) >= 40 and all(f.result().category == UNCLASSIFIED for f in shed)
     assert svc.stats.overloaded == len(shed)
@@ -61,8 +62,8 @@ async def test_overload_labels_unclassified_at_once_and_never_blocks():
 async def test_model_failure_labels_unclassified_and_service_survives():
     svc = ClassifierService(scripted([]), min_confidence=0.3, batch_wait_s=0)
     svc.start()
-    bad = await svc.submit("boom")
+    bad = await svc.submit(("boom",))
     assert bad.category == UNCLASSIFIED
-    good = await svc.submit("sum sure")
+    good = await svc.submit(("sum sure",))
     assert good.category == "math"
     svc.stop()

@@ -2,7 +2,7 @@ import pytest
 
 from router.classify.evaluation import evaluate
 from router.classify.layers import InvalidCategory, decide_before_model, explicit_category, threshold
-from router.classify.prompt import prompt_parts
+from router.classify.prompt import MAX_CHARS, prompt_parts
 from router.classify.taxonomy import (
     OTHER,
     UNCLASSIFIED,
@@ -83,17 +83,27 @@ def test_threshold_falls_back_to_other():
     assert (low.category, low.layer) == (OTHER, "threshold")
 
 
-def test_prompt_parts_uses_previous_turn_as_context_for_short_turns():
+def test_prompt_parts_read_system_and_user_turns_not_assistant_turns():
     long_q = "Write a Python function that parses ISO dates and returns datetime objects."
-    body = {"messages": [{"role": "user", "content": long_q}, {"role": "assistant", "content": "..."},
+    body = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": long_q},
+                         {"role": "assistant", "content": "def parse(s): ..."},
                          {"role": "user", "content": "and in Rust?"}]}
     parts = prompt_parts(body)
-    assert parts.last_user == "and in Rust?" and parts.context == long_q
-    assert parts.classifier_text() == f"{long_q}\nand in Rust?"
+    assert parts.last_user == "and in Rust?" and parts.system == "Be brief."
+    assert parts.model_parts() == ("Be brief.", long_q, "and in Rust?")
     parts2 = prompt_parts({"messages": [{"role": "user", "content": [{"type": "text", "text": "hello"},
                                                                       {"type": "image_url", "image_url": {}}]}]})
-    assert parts2.last_user == "hello"
+    assert parts2.last_user == "hello" and parts2.model_parts() == ("hello",)
     assert prompt_parts({"prompt": ["first", "second"]}).last_user == "first"
+
+
+def test_long_conversations_keep_the_first_and_the_last_user_turns():
+    turns = [f"turn {i}" for i in range(10)]
+    body = {"messages": [m for t in turns for m in ({"role": "user", "content": t},
+                                                    {"role": "assistant", "content": "ok"})][:-1]}
+    assert prompt_parts(body).model_parts() == ("turn 0", "turn 7", "turn 8", "turn 9")
+    huge = prompt_parts({"prompt": "x" * 100_000}).model_parts()
+    assert len(huge[0]) == MAX_CHARS
 
 
 def test_evaluate_reports_accuracy_precision_recall_confusion():

@@ -1,0 +1,160 @@
+"""Conversation folding, the shipped corpus, lexical features, calibration reports and the head's file
+format, without the encoder (pure logic; the real model is tested in integration)."""
+
+import numpy as np
+import pytest
+
+from router.classify.conversation import (
+    DEFAULT_GATE,
+    FOLLOW_UP,
+    Batch,
+    Slots,
+    fold,
+    select_parts,
+    sharpen,
+    text_features,
+)
+from router.classify.corpus import FOLDS, corpus, fold_of
+from router.classify.evaluation import calibration, report
+from router.classify.features import LexicalFeatures
+from router.classify.head import Head
+from router.classify.taxonomy import Category, Taxonomy, TaxonomyConfig
+from router.classify.training import fit_gate, fit_sharpen, fit_temperature
+
+# classes: math, writing, other, FOLLOW_UP
+CLASSES = ("math", "writing", "other", FOLLOW_UP)
+SLOTS = Slots.of(CLASSES)
+MATH, WRITING = np.array([0.9, 0.04, 0.04, 0.02]), np.array([0.04, 0.9, 0.04, 0.02])
+OTHER, FOLLOW = np.array([0.05, 0.05, 0.85, 0.05]), np.array([0.05, 0.15, 0.05, 0.75])
+
+
+def label(parts, probs, gate=DEFAULT_GATE):
+    return CLASSES[int(fold(Batch.of([parts], [probs], 4), gate, SLOTS)[0].argmax())]
+
+
+def test_select_parts_orders_system_first_and_skips_a_blank_system():
+    assert select_parts("  ", ["a", "b"]) == ["a", "b"]
+    assert select_parts("sys", ["a"]) == ["sys", "a"]
+
+
+def test_a_follow_up_inherits_and_a_long_confident_task_switches():
+    first = "A train travels 300 km at 75 km/h and returns at 100 km/h. What is its average speed?"
+    assert label([first, "Now make it more formal."], [MATH, FOLLOW]) == "math"
+    switch = ("Thanks. Now write a four-stanza poem about the sea for my grandmother's birthday card, with a warm "
+              "tone, simple words and a closing line that mentions her garden and the roses she grows every summer.")
+    assert label([first, switch], [MATH, WRITING]) == "writing"
+    # an uninformative start (a greeting) hands over to the first real task
+    assert label(["hi", "Solve 3x + 7 = 25 for x, showing the steps"], [OTHER, MATH]) == "math"
+
+
+def test_follow_up_is_never_a_label_and_counts_as_other_alone():
+    state = fold(Batch.of([["shorter please"]], [[FOLLOW]], 4), DEFAULT_GATE, SLOTS)[0]
+    assert state[3] == 0 and CLASSES[int(state.argmax())] == "other" and state.sum() == pytest.approx(1)
+    assert Slots.of(("math", "writing")).categories(MATH[:2]) is not None
+
+
+def test_batch_pads_conversations_of_different_lengths():
+    batch = Batch.of([["a"], ["b", "c", "d"]], [[MATH], [WRITING, FOLLOW, FOLLOW]], 4)
+    assert batch.own.shape == (3, 2, 4) and batch.mask.tolist() == [[True, True], [False, True], [False, True]]
+    state = fold(batch, DEFAULT_GATE, SLOTS)
+    assert CLASSES[int(state[0].argmax())] == "math" and CLASSES[int(state[1].argmax())] == "writing"
+
+
+def test_text_features_mark_referential_turns():
+    assert text_features("and now in French?")[1] == 1.0
+    assert text_features("Explain the causes of the First World War in detail")[1] == 0.0
+
+
+def test_fit_gate_learns_to_inherit_from_labelled_conversations():
+    rng = np.random.default_rng(0)
+    parts, probs, y = [], [], []
+    first = "Compute the integral of x squared from zero to three please"
+    for _ in range(200):
+        parts.append([first, "and now?"])
+        probs.append([MATH, WRITING])
+        y.append(0)  # the short follow-up belongs to the task
+        parts.append([first, " ".join(["word"] * int(rng.integers(30, 60)))])
+        probs.append([MATH, WRITING])
+        y.append(1)  # a long new task switches
+    w = fit_gate(Batch.of(parts, probs, 4), np.array(y), SLOTS)
+    assert label(parts[0], probs[0], w) == "math" and label(parts[1], probs[1], w) == "writing"
+
+
+def test_temperature_fixes_overconfident_logits():
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 3, 2000)
+    logits = rng.normal(0, 1, (2000, 3))
+    logits[np.arange(2000), y] += 1.0
+    t = fit_temperature(logits * 5, y)  # five times too sharp
+    assert 3.5 < t < 7
+
+
+def test_sharpen_restores_the_confidence_that_folding_blurs():
+    state = np.array([[0.6, 0.3, 0.1, 0.0]])
+    sharp = sharpen(state, 2.0)
+    assert sharp[0, 0] > 0.6 and sharp[0, 3] == 0 and sharp.sum() == pytest.approx(1)
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 3, 3000)
+    blurred = np.full((3000, 3), 0.2)
+    blurred[np.arange(3000), y] = 0.6  # right every time, yet only 60% sure: underconfident
+    assert fit_sharpen(blurred, y) > 2
+
+
+def test_corpus_is_deterministic_large_and_grouped_for_cross_validation():
+    cats = frozenset(Taxonomy.build().names)
+    rows = corpus(cats)
+    assert rows == corpus.__wrapped__(cats)  # type: ignore[attr-defined]
+    for c in cats:
+        singles = [r for r in rows if r.category == c and r.kind == "single"]
+        assert len(singles) >= 200, c
+    assert sum(r.kind == "conversation" for r in rows) >= 1000
+    assert {fold_of(r.group) for r in rows} == set(range(FOLDS))
+    # a conversation's turns come from prompts of its own fold: no leak across cross-validation folds
+    convs = [r for r in rows if r.kind == "conversation" and r.messages[0][0] == "user"]
+    assert all(r.messages[-1][1] for r in convs)
+
+
+def test_replacing_or_dropping_a_default_category_drops_its_corpus():
+    tax = Taxonomy.build(TaxonomyConfig(drop=["roleplay"], categories=[Category(name="math", examples=["2+2"])]))
+    rows = tax.training_set()
+    assert not any(r.category == "roleplay" for r in rows)
+    assert [r.messages for r in rows if r.category == "math"] == [(("user", "2+2"),)]
+
+
+def test_lexical_features_weight_shared_tokens_and_bigrams_and_bound_the_work():
+    docs = [[1, 2, 3], [1, 2, 4], [5, 6], [5, 7]]  # token ids, as the encoder's tokenizer gives them
+    lex = LexicalFeatures.fit(docs, vocab=10)
+    assert 1 in lex.columns and 3 not in lex.columns  # seen once: dropped (min_df=2)
+    a, b = lex.matrix([[1, 2, 9]]), lex.matrix([[1, 2]])
+    assert (a @ b.T).toarray()[0, 0] == pytest.approx(1.0)  # the unseen token adds nothing
+    assert abs(np.linalg.norm(a.toarray()) - 1) < 1e-6
+    assert lex.matrix([[8, 9], []]).nnz == 0
+    assert lex.matrix([[1] * 100_000]).nnz <= 2  # one token and one bigram column, whatever the length
+    # serving computes the logits without scipy: the same numbers as the fitted matrix
+    coef = np.random.default_rng(2).normal(size=(3, lex.dim))
+    batch = [[1, 2, 3, 1, 2], [5, 6, 5, 7], [], [9]]
+    assert np.allclose(lex.logits(batch, coef), lex.matrix(batch) @ coef.T, atol=1e-6)
+
+
+def test_head_round_trips_and_loads_legacy_files(tmp_path):
+    lex = LexicalFeatures.fit([[1, 2, 3], [1, 2, 4], [3, 4, 5]], vocab=10, min_df=1)
+    head = Head(("a", "b"), np.ones((2, 4), np.float32), np.zeros(2, np.float32), "static:x", lex,
+                np.ones((2, lex.dim), np.float32), 0.5, np.arange(8.0))
+    head.save(tmp_path / "h.npz")
+    back = Head.load(tmp_path / "h.npz")
+    assert back.temperature == 0.5 and back.gate.tolist() == list(range(8)) and back.lexical.dim == lex.dim
+    np.savez(tmp_path / "old.npz", classes=np.array(["a", "b"]), coef=np.ones((2, 4)), intercept=np.zeros(2),
+             embedder=np.array("static:x"))
+    old = Head.load(tmp_path / "old.npz")
+    assert old.lexical is None and old.temperature == 1.0
+    assert old.proba(np.ones((1, 4)), [[1]]).shape == (1, 2)
+    assert back.proba(np.ones((1, 4)), [[1, 2]]).shape == (1, 2)
+
+
+def test_report_splits_by_kind_and_buckets_confidence():
+    r = report(["single", "single", "conversation"], ["a", "b", "a"], ["a", "a", "other"], ["a", "a", "a"],
+               [0.95, 0.6, 0.35])
+    assert r["all"]["n"] == 3 and r["single"]["accuracy"] == 0.5 and r["conversation"]["accuracy"] == 0.0
+    buckets = {b["from"]: b for b in r["all"]["calibration"]["buckets"]}
+    assert buckets[0.95]["accuracy"] == 1.0 and buckets[0.5]["accuracy"] == 0.0 and buckets[0.3]["n"] == 1
+    assert calibration([True], [1.0])["buckets"][0]["to"] == 1.0
