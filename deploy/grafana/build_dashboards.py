@@ -58,6 +58,13 @@ def rollout_dashboard() -> dict[str, Any]:
     L.add("stat", "Candidate weight", [target(f"cliffguard_rollout_weight_ratio{{{A}}}")], w=6, h=4,
           unit="percentunit")
     L.add("stat", "Categories pinned to stable", [target(f"cliffguard_rollout_pinned_categories{{{A}}}")], w=6, h=4)
+    L.add("stat", "Estimated time to the next gate (-1: not on track)", [
+        target(f"cliffguard_rollout_eta_seconds{{{A}}}")], w=6, h=4, unit="s")
+    L.add("timeseries", "Rollout transitions (controller and operators)", [
+        target(f"sum by (transition, by) (increase(cliffguard_rollout_transitions_total{{{A}}}[5m]))",
+               "{{transition}} by {{by}}")], w=9, h=4)
+    L.add("timeseries", "Guards: candidate lower bound minus limit (above 0: tripped)", [
+        target(f"cliffguard_rollout_guard_margin{{{A}}}", "{{guard}}")], w=9, h=4)
 
     L.row("Regression: $category", repeat="category")
     C = f'{A},category="$category"'
@@ -69,12 +76,17 @@ def rollout_dashboard() -> dict[str, Any]:
                                 {"matcher": {"id": "byName", "options": "minus tolerance"},
                                  "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}},
                                                 {"id": "custom.lineStyle",
-                                                 "value": {"fill": "dash", "dash": [10, 10]}}]}]}}
+                                                 "value": {"fill": "dash", "dash": [10, 10]}}]},
+                                {"matcher": {"id": "byName", "options": "next gate"},
+                                 "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": "green"}},
+                                                {"id": "custom.lineStyle",
+                                                 "value": {"fill": "dash", "dash": [4, 4]}}]}]}}
     L.add("timeseries", "Candidate minus stable (P(win) - P(loss)) with its anytime-valid band, $category", [
         target(f"cliffguard_category_estimate{{{C}}}", "estimate", "A"),
         target(f"cliffguard_category_lower_bound{{{C}}}", "lower bound", "B"),
         target(f"cliffguard_category_upper_bound{{{C}}}", "upper bound", "C"),
         target(f"-cliffguard_category_tolerance{{{C}}}", "minus tolerance", "D"),
+        target(f"-cliffguard_category_gate_margin{{{C}}}", "next gate", "E"),
     ], w=16, extra=band)
     L.add("timeseries", "Test statistic vs threshold, $category", [
         target(f"cliffguard_category_test_statistic{{{C}}}", "log e-value", "A"),
@@ -83,8 +95,10 @@ def rollout_dashboard() -> dict[str, Any]:
     L.row("Evidence")
     L.add("timeseries", "Judged pairs per category (this rollout)", [
         target(f"cliffguard_category_judged_pairs{{{A}}}", "{{category}}")])
-    L.add("timeseries", "Pairs still needed to decide (-1: decided)", [
+    L.add("timeseries", "Pairs still needed for the next gate (-1: met, or not on track)", [
         target(f"cliffguard_category_pairs_needed{{{A}}}", "{{category}}")])
+    L.add("timeseries", "Requests the candidate served, per category (exposure)", [
+        target(f"cliffguard_category_candidate_requests{{{A}}}", "{{category}}")])
     L.add("timeseries", "Judged pairs per second by outcome", [
         target(f"sum by (outcome) (cliffguard:judged_pairs:rate5m{{{A}}})", "{{outcome}}")], unit="reqps")
 
