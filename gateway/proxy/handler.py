@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
@@ -92,12 +93,15 @@ class ProxyHandler:
         self.pin_wait_s = settings.classifier.pin_wait_ms / 1000
         self.max_body = settings.limits.max_body_bytes
         self.sticky_order = settings.routing.sticky_keys
+        # request ids: 96 random bits from a generator seeded per process (os.urandom per request is a
+        # system call, ~5% of the worker's time); nobody outside the gateway chooses or predicts them usefully
+        self._ids = random.Random(os.urandom(16))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send, endpoint: str) -> None:
         t0 = time.perf_counter()
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         # ours alone decides sampling and exactly-once judging; a client's X-Request-Id is kept for correlation
-        request_id = os.urandom(12).hex()
+        request_id = f"{self._ids.getrandbits(96):024x}"
         try:
             ident = self.auth.client(headers.get("authorization"))
             if ident is None:
@@ -112,7 +116,7 @@ class ProxyHandler:
             if ex.arm == Arm.CANDIDATE and ex.alias.pinned_categories:
                 await self._apply_pins(ex)
         except GatewayError as e:
-            m.REJECTED.labels(e.code or e.type).inc()
+            m.child(m.REJECTED, e.code or e.type).inc()
             await _send_error(send, e, [(b"x-request-id", request_id.encode("latin-1"))])
             return
         except ClientGone:
@@ -161,14 +165,14 @@ class ProxyHandler:
         stable = self.state.snapshot.versions.get(ex.alias.stable)
         if stable is not None and (label.category in ex.alias.pinned_categories or label.category == UNCLASSIFIED):
             ex.version, ex.arm = stable, Arm.STABLE.value
-            m.PIN_ROUTED.labels(ex.alias.name, "pinned" if label.category != UNCLASSIFIED else "label_late").inc()
+            m.child(m.PIN_ROUTED, ex.alias.name, "pinned" if label.category != UNCLASSIFIED else "label_late").inc()
         if label.category != UNCLASSIFIED:  # a late label is still awaited after the response
             ex.label = label
 
     # -- forwarding ------------------------------------------------------------------------------
 
     async def _serve(self, ex: Exchange, receive: Receive, send: Send) -> None:
-        m.IN_FLIGHT.labels(ex.alias.name).inc()
+        m.child(m.IN_FLIGHT, ex.alias.name).inc()
         task = asyncio.current_task()
         assert task is not None
         watcher = _DisconnectWatcher(receive, task)
@@ -189,7 +193,7 @@ class ProxyHandler:
             if not watcher.fired:
                 raise
             task.uncancel()
-            m.CLIENT_DISCONNECTS.labels(ex.alias.name, ex.version.name).inc()
+            m.child(m.CLIENT_DISCONNECTS, ex.alias.name, ex.version.name).inc()
             ex.status = 499  # nginx's "client closed request"
         finally:
             watcher.stop()
@@ -200,7 +204,7 @@ class ProxyHandler:
                     resp.close()
                 else:
                     resp.release()
-            m.IN_FLIGHT.labels(ex.alias.name).dec()
+            m.child(m.IN_FLIGHT, ex.alias.name).dec()
         label = await resolve(ex.label, LABEL_WAIT_AFTER_RESPONSE_S)
         self._record(ex, label)
         if ex.capture is not None and ex.status == 200 and self.sampler is not None:
@@ -227,12 +231,12 @@ class ProxyHandler:
             if failure is None:
                 assert resp is not None
                 return resp
-            m.UPSTREAM_ERRORS.labels(ex.alias.name, ex.version.name, failure.value).inc()
+            m.child(m.UPSTREAM_ERRORS, ex.alias.name, ex.version.name, failure.value).inc()
             stable = self.state.snapshot.versions.get(ex.alias.stable)
             if ex.arm == Arm.CANDIDATE and stable is not None and ex.fallback_from is None:
                 if resp is not None:
                     resp.close()
-                m.FALLBACKS.labels(ex.alias.name, ex.version.name, stable.name, failure.value).inc()
+                m.child(m.FALLBACKS, ex.alias.name, ex.version.name, stable.name, failure.value).inc()
                 log.warning("candidate %s failed (%s); retrying on stable %s", ex.version.name, failure,
                             stable.name)
                 ex.fallback_from, ex.fallback_failure = ex.version.name, failure
@@ -258,7 +262,7 @@ class ProxyHandler:
 
     def _our_headers(self, ex: Exchange) -> list[tuple[bytes, bytes]]:
         overhead_ms = ((time.perf_counter() - ex.t0) - ex.upstream_s) * 1000
-        m.OVERHEAD.labels(ex.alias.name).observe(overhead_ms / 1000)
+        m.child(m.OVERHEAD, ex.alias.name).observe(overhead_ms / 1000)
         return [
             (b"x-cliffguard-version", ex.version.name.encode()),
             (b"x-cliffguard-arm", ex.arm.encode()),
@@ -278,7 +282,7 @@ class ProxyHandler:
         try:
             body = await resp.read()
         except UPSTREAM_ERRORS as e:
-            m.UPSTREAM_ERRORS.labels(ex.alias.name, ex.version.name, classify(e).value).inc()
+            m.child(m.UPSTREAM_ERRORS, ex.alias.name, ex.version.name, classify(e).value).inc()
             ex.status = 502
             watcher.stop()
             await _send_error(send, GatewayError(502, f"Backend failed while answering: {type(e).__name__}.",
@@ -316,7 +320,7 @@ class ProxyHandler:
         except UPSTREAM_ERRORS as e:
             # after the first byte there is no fallback: end the stream with an error event
             reason = Failure.MIDSTREAM.value
-            m.UPSTREAM_ERRORS.labels(ex.alias.name, ex.version.name, reason).inc()
+            m.child(m.UPSTREAM_ERRORS, ex.alias.name, ex.version.name, reason).inc()
             ex.status = 502
             tail = scanner.error_tail(f"Backend stream failed: {type(e).__name__}: {e}")
         watcher.stop()
@@ -328,17 +332,17 @@ class ProxyHandler:
     def _record(self, ex: Exchange, label: Label) -> None:
         a, v, arm, cat = ex.alias.name, ex.version.name, ex.arm, label.category
         latency = time.perf_counter() - ex.t0
-        m.CLASSIFICATIONS.labels(cat, label.layer).inc()
-        m.CLASSIFIER_CONFIDENCE.labels(a, arm, label.layer).observe(label.confidence)
-        m.REQUESTS.labels(a, v, arm, cat, ex.req.endpoint, str(ex.status)).inc()
-        m.REQUEST_LATENCY.labels(a, v, arm, cat, "true" if ex.req.stream else "false").observe(latency)
+        m.child(m.CLASSIFICATIONS, cat, label.layer).inc()
+        m.child(m.CLASSIFIER_CONFIDENCE, a, arm, label.layer).observe(label.confidence)
+        m.child(m.REQUESTS, a, v, arm, cat, ex.req.endpoint, str(ex.status)).inc()
+        m.child(m.REQUEST_LATENCY, a, v, arm, cat, "true" if ex.req.stream else "false").observe(latency)
         if ex.ttft_s is not None:
-            m.TTFT.labels(a, v, arm, cat).observe(ex.ttft_s)
+            m.child(m.TTFT, a, v, arm, cat).observe(ex.ttft_s)
         if ex.usage:
             for kind in ("prompt", "completion"):
                 n = ex.usage.get(f"{kind}_tokens")
                 if isinstance(n, int) and n > 0:
-                    m.TOKENS.labels(a, v, arm, cat, kind).inc(n)
+                    m.child(m.TOKENS, a, v, arm, cat, kind).inc(n)
         if self.guards is not None and ex.alias.candidate and arm in (Arm.STABLE, Arm.CANDIDATE):
             empty = ex.status == 200 and ex.usage is not None and ex.usage.get("completion_tokens") == 0
             self.guards.record(a, ex.alias.rollout_id, v, error=ex.status >= 500, empty=empty, ttft_s=ex.ttft_s,

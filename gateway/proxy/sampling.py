@@ -64,7 +64,7 @@ class RequestSampler:
             client_request_id=client_request_id[:CLIENT_ID_MAX] if client_request_id else None, ts=now,
         )
         self.sink.push(now, self.redactor.record(sample, SAMPLE_IDENTIFIERS).model_dump_json().encode())
-        m.SAMPLES.labels(alias.name, label.category).inc()
+        m.child(m.SAMPLES, alias.name, label.category).inc()
 
 
 _TEXT_PARTS = frozenset({"text", "input_text", "output_text", "refusal"})
