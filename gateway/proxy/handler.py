@@ -29,7 +29,7 @@ from gateway.proxy.upstream import UPSTREAM_ERRORS, Backends, Failure, classify
 from gateway.proxy.usage import body_usage
 from monitoring import metrics as m
 from monitoring.guards import GuardCounters
-from router.classify import UNCLASSIFIED, InvalidCategory, Label, RequestClassifier, resolve
+from router.classify import UNCLASSIFIED, InvalidCategory, Label, RequestClassifier, resolve, when_labelled
 from router.live_state import LiveState
 from router.split import Arm, choose_arm, stickiness_key
 from router.state import AliasState, VersionRecord
@@ -68,6 +68,7 @@ class Exchange:
     upstream_s: float = 0.0  # time the backend held the request before its response head
     status: int = 0
     ttft_s: float | None = None
+    finished: float = 0.0  # when the client had the whole answer
     usage: dict[str, Any] | None = None
     fallback_from: str | None = None
     fallback_failure: Failure | None = None
@@ -205,13 +206,8 @@ class ProxyHandler:
                 else:
                     resp.release()
             m.child(m.IN_FLIGHT, ex.alias.name).dec()
-        label = await resolve(ex.label, LABEL_WAIT_AFTER_RESPONSE_S)
-        self._record(ex, label)
-        if ex.capture is not None and ex.status == 200 and self.sampler is not None:
-            self.sampler.consider(request_id=ex.request_id, alias=ex.alias, version=ex.version, arm=ex.arm,
-                                  endpoint=ex.req.endpoint, body=ex.req.body, opt_out=ex.opt_out, label=label,
-                                  answer_bytes=ex.capture, stream=ex.req.stream,
-                                  client_request_id=ex.client_request_id)
+        ex.finished = time.perf_counter()
+        when_labelled(ex.label, LABEL_WAIT_AFTER_RESPONSE_S, lambda label: self._after_response(ex, label))
 
     async def _open_upstream(self, ex: Exchange) -> aiohttp.ClientResponse | GatewayError:
         """Send to the chosen version. A candidate failing before its first byte (no connection, timeout, 5xx,
@@ -329,9 +325,22 @@ class ProxyHandler:
 
     # -- after the response ----------------------------------------------------------------------
 
+    def _after_response(self, ex: Exchange, label: Label) -> None:
+        """Metrics, guards and sampling, once the label is known (a callback: the request is over)."""
+        try:
+            self._record(ex, label)
+            if ex.capture is not None and ex.status == 200 and self.sampler is not None:
+                self.sampler.consider(request_id=ex.request_id, alias=ex.alias, version=ex.version, arm=ex.arm,
+                                      endpoint=ex.req.endpoint, body=ex.req.body, opt_out=ex.opt_out,
+                                      label=label, answer_bytes=ex.capture, stream=ex.req.stream,
+                                      client_request_id=ex.client_request_id)
+        except Exception:  # outside the request's task: nothing else would count it
+            m.child(m.REJECTED, "internal_error").inc()
+            log.exception("recording request %s failed", ex.request_id)
+
     def _record(self, ex: Exchange, label: Label) -> None:
         a, v, arm, cat = ex.alias.name, ex.version.name, ex.arm, label.category
-        latency = time.perf_counter() - ex.t0
+        latency = ex.finished - ex.t0
         m.child(m.CLASSIFICATIONS, cat, label.layer).inc()
         m.child(m.CLASSIFIER_CONFIDENCE, a, arm, label.layer).observe(label.confidence)
         m.child(m.REQUESTS, a, v, arm, cat, ex.req.endpoint, str(ex.status)).inc()

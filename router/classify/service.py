@@ -92,11 +92,13 @@ class ClassifierService:
             if first is None:
                 return
             batch = [first]
-            deadline = time.perf_counter() + self.batch_wait_s
+            # one sleep per batch, then take what arrived: a timed get per item would wake this thread
+            # (and take the GIL from the event loop) once per request
+            if self.batch_wait_s > 0 and self._queue.qsize() < self.batch_size - 1:
+                time.sleep(self.batch_wait_s)
             while len(batch) < self.batch_size:
-                remaining = deadline - time.perf_counter()
                 try:
-                    item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:

@@ -1,0 +1,149 @@
+"""CPU time the gateway spends per request, on realistic traffic: robust where wall-clock throughput is not.
+
+Starts the shared harness's fake upstream and `cliffguard serve` (bench/cliffguard-realistic.yaml by
+default), warms up, then sends N requests with the shared load generator (distinct prompts from many
+users) and reads the CPU time (user + system, from /proc) of every gateway process before and after.
+CPU microseconds per request do not depend on what else the machine is doing (much), so optimisations
+can be compared on a shared 2-core machine where req/s cannot. Optionally runs the gateway under
+py-spy (`--profile FILE`: folded stacks of every gateway process).
+
+    .venv/bin/python bench/cpu_per_request.py [--mode plain|stream] [-n 20000] [--config FILE]
+                                              [--profile out.txt]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+HARNESS = Path(os.environ.get("BENCH_HARNESS", REPO.parent / "shared" / "bench"))
+BENCH_PY = os.environ.get("BENCH_PY", "/tmp/bench-venvs/bench/bin/python")
+PROMPTS = Path("/tmp/cliffguard-bench-prompts.jsonl")
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-e", "-o", "pid=,ppid="], capture_output=True, text=True).stdout
+    children: dict[int, list[int]] = {}
+    for line in out.splitlines():
+        p, pp = (int(x) for x in line.split())
+        children.setdefault(pp, []).append(p)
+    found, todo = [pid], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            found.append(c)
+            todo.append(c)
+    return found
+
+
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """utime + stime of each live process, in seconds."""
+    result = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        result[pid] = (int(fields[11]) + int(fields[12])) / TICK
+    return result
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:80]
+    except FileNotFoundError:
+        return "?"
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def load(url: str, mode: str, n: int, concurrency: int, users: int) -> dict:
+    cmd = [BENCH_PY, str(HARNESS / "load.py"), "--url", url, "--model", "fake-model", "--mode", mode,
+           "-c", str(concurrency), "-n", str(n), "-d", "600", "--prompts", str(PROMPTS),
+           "--users", str(users), "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def wait_ready(url: str, timeout: float = 180) -> None:
+    import urllib.request
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/readyz", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except Exception:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("gateway not ready")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(REPO / "bench/cliffguard-realistic.yaml"))
+    ap.add_argument("--mode", choices=["plain", "stream"], default="plain")
+    ap.add_argument("-n", type=int, default=20000)
+    ap.add_argument("-c", type=int, default=32)
+    ap.add_argument("--users", type=int, default=5000)
+    ap.add_argument("--warmup", type=int, default=4000)
+    ap.add_argument("--profile", default="",
+                    help="run the gateway under py-spy (warm-up included; raw folded stacks written here)")
+    args = ap.parse_args()
+    if not PROMPTS.exists():
+        PROMPTS.write_text(subprocess.run([sys.executable, str(HARNESS / "make_prompts.py"), "-n", "20000"],
+                                          capture_output=True, text=True, check=True).stdout)
+    url = "http://127.0.0.1:9000"
+    subprocess.run(["rm", "-rf", "/tmp/cliffguard-bench-realistic", "/tmp/cliffguard-bench"])
+    upstream = subprocess.Popen([BENCH_PY, str(HARNESS / "upstream.py"), "--port", "18000"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    serve = [str(REPO / ".venv/bin/cliffguard"), "serve", "--config", args.config, "--log-level", "warning"]
+    if args.profile:  # py-spy starts the gateway: attaching needs ptrace rights a container may not give
+        serve = [str(REPO / ".venv/bin/py-spy"), "record", "--subprocesses", "-f", "raw", "-r", "250",
+                 "-o", args.profile, "--", *serve]
+    gateway = subprocess.Popen(serve, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(url)
+        load(url, args.mode, args.warmup, args.c, args.users)  # classifier memo, connections, JIT-free warm
+        time.sleep(2)
+        pids = descendants(gateway.pid)
+        before = cpu_seconds(pids)
+        started = time.perf_counter()
+        result = load(url, args.mode, args.n, args.c, args.users)
+        wall = time.perf_counter() - started
+        after = cpu_seconds(pids)
+        rows = []
+        for pid in pids:
+            if pid in before and pid in after:
+                rows.append((pid, cmdline(pid), after[pid] - before[pid], rss_mb(pid)))
+        total = sum(r[2] for r in rows)
+        n = result.get("requests") or args.n
+        print(f"mode={args.mode} n={n} c={args.c} errors={result.get('errors')} req/s={result.get('rps')} "
+              f"wall={wall:.1f}s")
+        for pid, cmd, cpu, rss in rows:
+            if cpu > 0.05:
+                print(f"  pid {pid:>7}  cpu {cpu:7.2f} s  {1e6 * cpu / n:8.1f} us/req  rss {rss:6.1f} MB  {cmd}")
+        print(f"gateway CPU per request: {1e6 * total / n:.1f} us "
+              f"(the 2-core ceiling this implies: {2 * n / total:,.0f} req/s)")
+    finally:
+        os.killpg(gateway.pid, 2)
+        try:
+            gateway.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(gateway.pid, 9)
+        upstream.terminate()
+
+
+if __name__ == "__main__":
+    main()
