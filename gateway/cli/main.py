@@ -85,6 +85,7 @@ def demo(
     tolerance: Annotated[float, typer.Option(help="tolerated drop of P(win) - P(loss)")] = 0.15,
     rps: Annotated[float, typer.Option(help="requests per second of demo traffic")] = 80.0,
     max_seconds: Annotated[float, typer.Option(help="stop after this long if nothing was decided")] = 300.0,
+    stay: Annotated[bool, typer.Option(help="keep the gateway and its console up after the decision")] = False,
 ) -> None:
     """A live demo, no GPU needed: a fine-tune that regresses on reasoning is rolled back automatically."""
     import asyncio
@@ -92,18 +93,8 @@ def demo(
     from gateway.cli.simulate import parse_effects
     from gateway.demo.run import run_demo
 
-    result = asyncio.run(run_demo(parse_effects(regress), tolerance, rps, max_seconds, out))
-    if result.get("phase") == "rolled_back":
-        ev = next(e for e in result["events"] if e["type"] == "rolled_back" and e.get("by") == "controller")
-        s = ev["categories"][ev["category"]]
-        served = (ev.get("exposure") or {}).get(ev["category"], 0)
-        out.print(f"[bold red]rolled back[/]: {ev['reason']} - estimate {s['estimate']:+.3f}, interval "
-                  f"[{s['lower']:+.3f}, {s['upper']:+.3f}] after {s['n']} judged pairs "
-                  f"(log e-value {s['log_evalue']:.2f} >= threshold {s['threshold']:.2f}); the candidate had "
-                  f"served {served} {ev['category']} requests")
-    elif result.get("phase") == "promoted":
-        out.print("[bold green]promoted[/]: the candidate became stable")
-    else:
+    result = asyncio.run(run_demo(parse_effects(regress), tolerance, rps, max_seconds, out, stay))
+    if result.get("phase") not in ("rolled_back", "promoted"):
         raise _fail("no decision within --max-seconds")
 
 

@@ -41,14 +41,14 @@ def status(url: UrlOpt = None, token: TokenOpt = None) -> None:
     """Every alias: stable, candidate, phase, stage, weight, and per-category estimates with bounds."""
     def run(c: AdminClient) -> None:
         state = c.state()
-        t = Table(title=f"cliffguard @ revision {state['revision']}" + ("" if state["redis_ok"] else
+        t = Table(title=f"cliffguard @ state revision {state['revision']}" + ("" if state["redis_ok"] else
                   " [red](redis unreachable: last known state)[/]"))
-        for col in ("alias", "stable", "candidate", "phase", "stage", "weight", "pinned"):
+        for col in ("alias", "stable", "candidate", "phase", "stage", "weight", "pinned", "alias revision"):
             t.add_column(col)
         for a in state["aliases"]:
             style = _PHASE_STYLE.get(a["phase"], "default")
             t.add_row(a["name"], a["stable"], a["candidate"] or "-", f"[{style}]{a['phase']}[/]", str(a["stage"]),
-                      f"{a['weight_pct']:g}%", ", ".join(a["pinned_categories"]) or "-")
+                      f"{a['weight_pct']:g}%", ", ".join(a["pinned_categories"]) or "-", str(a["revision"]))
         out.print(t)
         for a in state["aliases"]:
             if not a["candidate"]:
@@ -143,7 +143,7 @@ def _op(alias: str, op: str, url: str | None, token: str | None, **body: Any) ->
     a = r.get("after", r)
     cand = f"candidate [bold]{a['candidate']}[/] at {a['weight_pct']:g}%" if a["candidate"] else "no candidate"
     out.print(f"[green]ok[/] {alias}: {r.get('transition', op)} - stable [bold]{a['stable']}[/], {cand}, "
-              f"phase {a['phase']} (revision {a['revision']})")
+              f"phase {a['phase']} (alias revision {a['revision']})")
 
 
 @rollout_app.command("start")

@@ -15,6 +15,7 @@ import contextlib
 import logging
 import random
 import re
+import shutil
 import socket
 import tempfile
 import threading
@@ -34,6 +35,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.app import create_app
+from gateway.classification import prepare
 from gateway.config import Settings
 from judges.queue import JudgeQueue
 from judges.worker import JudgeWorker
@@ -53,16 +55,23 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-def _serve_in_thread(app: Any, port: int) -> uvicorn.Server:
+Running = list[tuple[uvicorn.Server, threading.Thread]]
+
+
+def _serve_in_thread(app: Any, port: int, servers: Running, timeout_s: float = 300) -> None:
+    """Starts a server and adds it to `servers` at once, so the caller stops it whatever happens next."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error", access_log=False,
                                            loop="uvloop", http="httptools"))
-    threading.Thread(target=server.run, daemon=True).start()
-    deadline = time.time() + 60
+    thread = threading.Thread(target=server.run, daemon=True)
+    servers.append((server, thread))
+    thread.start()
+    deadline = time.time() + timeout_s  # generous: a busy 2-core machine is slow to start a gateway
     while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError(f"a demo server on port {port} failed to start (see the log above)")
         if time.time() > deadline:
-            raise RuntimeError("a demo server did not start")
+            raise RuntimeError(f"a demo server on port {port} did not start within {timeout_s:.0f} s")
         time.sleep(0.05)
-    return server
 
 
 def demo_backend(name: str, prompts: dict[str, str], quality: dict[str, float], seed: int) -> Starlette:
@@ -149,6 +158,21 @@ def _view(state: dict[str, Any], urls: dict[str, str]) -> Group:
     return Group(Panel(head), t, events, links)
 
 
+def describe(result: dict[str, Any]) -> str:
+    """The decision in one line, with the numbers it was taken on."""
+    if result["phase"] == "promoted":
+        return "[bold green]promoted[/]: the candidate became stable"
+    ev = next(e for e in result["events"] if e["type"] == "rolled_back")
+    if ev.get("by") != "controller" or "category" not in ev:
+        return f"[bold red]rolled back[/]: {ev.get('reason')}"
+    s = ev["categories"][ev["category"]]
+    served = (ev.get("exposure") or {}).get(ev["category"], 0)
+    return (f"[bold red]rolled back[/]: {ev['reason']} - estimate {s['estimate']:+.3f}, interval "
+            f"[{s['lower']:+.3f}, {s['upper']:+.3f}] after {s['n']} judged pairs (log e-value "
+            f"{s['log_evalue']:.2f} >= threshold {s['threshold']:.2f}); the candidate had served {served} "
+            f"{ev['category']} requests")
+
+
 def _bar(lo: float, hi: float, tol: float, width: int = 24) -> str:
     """The interval on [-0.5, 0.5], with the tolerance line."""
     def pos(x: float) -> int:
@@ -161,26 +185,43 @@ def _bar(lo: float, hi: float, tol: float, width: int = 24) -> str:
 
 
 async def run_demo(regress: dict[str, float], tolerance: float, rps: float, max_seconds: float,
-                   console: Console) -> dict[str, Any]:
+                   console: Console, stay: bool = False) -> dict[str, Any]:
     taxonomy = Taxonomy.build()
     prompts = {ex: c.name for c in taxonomy.categories if c.name != OTHER for ex in c.examples}
     stable_q = {c: 0.7 for c in set(prompts.values())}
     cand_q = {c: 0.7 + regress.get(c, 0.0) for c in stable_q}
     ports = {k: _port() for k in ("stable", "cand", "judge", "gw")}
-    servers: list[uvicorn.Server] = [_serve_in_thread(demo_backend("base-v1", prompts, stable_q, 1), ports["stable"]),
-               _serve_in_thread(demo_backend("finetune-v2", prompts, cand_q, 2), ports["cand"]),
-               _serve_in_thread(demo_judge(), ports["judge"])]
     data_dir = Path(tempfile.mkdtemp(prefix="cliffguard-demo-"))
     settings = demo_settings(data_dir, ports["gw"], f"http://127.0.0.1:{ports['stable']}/v1",
                              f"http://127.0.0.1:{ports['cand']}/v1", f"http://127.0.0.1:{ports['judge']}/v1",
                              tolerance)
-    console.print("[dim]starting the gateway (embedded Redis, classifier, controller)...[/]")
+    with console.status("preparing the classifier (the first run distils and fits it: about a minute; "
+                         "cached in ~/.cache/cliffguard)"):
+        await asyncio.to_thread(prepare, settings.classifier)
+    console.print("[dim]starting the gateway (embedded Redis, classifier, controller) and the demo backends...[/]")
     logging.getLogger("cliffguard").setLevel(logging.ERROR)  # the live view is the output
-    app = create_app(settings)
-    gw = _serve_in_thread(app, ports["gw"])
-    servers.append(gw)
-    base = f"http://127.0.0.1:{ports['gw']}"
-    urls = {"gateway": f"{base}/v1", "metrics": f"{base}/metrics", "state": f"{base}/admin/state"}
+    servers: Running = []
+    try:
+        _serve_in_thread(demo_backend("base-v1", prompts, stable_q, 1), ports["stable"], servers)
+        _serve_in_thread(demo_backend("finetune-v2", prompts, cand_q, 2), ports["cand"], servers)
+        _serve_in_thread(demo_judge(), ports["judge"], servers)
+        app = create_app(settings)
+        _serve_in_thread(app, ports["gw"], servers)
+        return await _drive(app, settings, prompts, ports["gw"], rps, max_seconds, console, stay)
+    finally:
+        for server, _ in servers:  # the gateway's shutdown stops its embedded Redis
+            server.should_exit = True
+        for _, thread in servers:
+            await asyncio.to_thread(thread.join, 15)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def _drive(app: Any, settings: Settings, prompts: dict[str, str], port: int, rps: float, max_seconds: float,
+                 console: Console, stay: bool) -> dict[str, Any]:
+    """Starts the rollout, sends traffic and shows the controller's view until it decides."""
+    base = f"http://127.0.0.1:{port}"
+    urls = {"console": f"{base}/console (admin token: {ADMIN_TOKEN})", "gateway": f"{base}/v1",
+            "metrics": f"{base}/metrics"}
     assert app.ctx is not None and app.ctx.embedded is not None
     client = connect(app.ctx.embedded.url)  # our own client: the gateway's lives on its thread's loop
     prefix = settings.key_prefix
@@ -233,13 +274,16 @@ async def run_demo(regress: dict[str, float], tolerance: float, rps: float, max_
             for s in senders:
                 s.cancel()
             await asyncio.gather(*senders, return_exceptions=True)
+            if result:
+                console.print(describe(result))
+            if stay:
+                console.print(f"[bold]the gateway stays up[/]: console {urls['console']}; Ctrl-C to stop")
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.Event().wait()
     finally:
         worker.stop()
         await asyncio.gather(worker_task, return_exceptions=True)
         await worker.http.close()
         await state.stop()
         await client.aclose()
-        for server in servers:
-            server.should_exit = True
-        await asyncio.sleep(0.5)
     return result

@@ -8,6 +8,7 @@ import errno
 import signal
 import time
 
+import aiohttp
 from prometheus_client import start_http_server
 from rich.console import Console
 
@@ -21,9 +22,25 @@ from router.store import StateStore, connect
 out = Console(stderr=True)
 
 
-async def _progress(worker: JudgeWorker, every_s: float) -> None:
+async def judge_unreachable(base_url: str, timeout_s: float = 3.0) -> str | None:
+    """Why the judge cannot be reached, or None. Any HTTP answer counts as reachable (a 401 or 404 on
+    `/models` still means the server is there); only a refused connection or a timeout does not."""
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s)) as http, \
+                http.get(base_url.rstrip("/") + "/models"):
+            return None
+    except (aiohttp.ClientError, TimeoutError) as e:
+        return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
+async def _progress(worker: JudgeWorker, judge_url: str, every_s: float) -> None:
+    """A status line every `every_s`, with a loud line while the judge cannot be reached: without it
+    nothing is judged and rollouts end inconclusive."""
     last, t_last = 0, time.monotonic()
     while True:
+        if (why := await judge_unreachable(judge_url)) is not None:
+            out.print(f"[bold red]judge unreachable[/] at {judge_url} ({why}): samples wait in the queue and "
+                      "nothing is judged until it answers", highlight=False)
         await asyncio.sleep(every_s)
         with contextlib.suppress(Exception):  # a metrics read must never stop the worker
             length, lag = await worker.export_queue_metrics()
@@ -74,7 +91,7 @@ async def run_worker(settings: Settings, progress_every_s: float = 5.0) -> None:
     metrics = f"metrics on :{metrics_port}" if metrics_port else "metrics off"
     out.print(f"[bold green]cliffguard worker[/] {worker.consumer}: judge {cfg.judge.model} at {cfg.judge.base_url}, "
               f"{metrics}", highlight=False)
-    ticker = asyncio.create_task(_progress(worker, progress_every_s))
+    ticker = asyncio.create_task(_progress(worker, cfg.judge.base_url, progress_every_s))
     try:
         await worker.run()
     finally:

@@ -84,3 +84,15 @@ def _serves_metrics(port: int) -> bool:
         return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
+    assert "judge unreachable" not in logs  # the judge was up: no false alarm
+
+
+async def test_worker_says_loudly_when_its_judge_cannot_be_reached():
+    """Without a judge nothing is judged and rollouts end inconclusive: the worker must say so."""
+    from gateway.processes.worker import judge_unreachable
+
+    judge = FakeJudge("prefer:candidate")
+    with ThreadServer(judge.app) as srv:
+        assert await judge_unreachable(f"{srv.url}/v1") is None
+    why = await judge_unreachable(f"http://127.0.0.1:{free_port()}/v1")
+    assert why is not None and "Connect" in why
