@@ -126,7 +126,8 @@ def _styled(text: str, rng: random.Random) -> str:
 # nothing about the task (the written ones in systems.yaml come first)
 _PERSONAS = ("You are {n}, the virtual assistant of {c}.", "You are a helpful assistant for {c}.",
              "You are {c}'s AI assistant.", "You are {n}, an AI assistant built by {c}.",
-             "You are the customer support assistant of {c}, a {i} company.", "You are an assistant for employees of {c}.",
+             "You are the customer support assistant of {c}, a {i} company.",
+             "You are an assistant for employees of {c}.",
              "This is {c}'s chat assistant, {n}.", "You are a friendly assistant working for {c} ({i}).")
 _NAMES = ("Ava", "Leo", "Zia", "Max", "Nova", "Sam", "Iris", "Kai", "Mila", "Otto", "Remy", "Juno")
 _COMPANIES = ("Brightside Bank", "Globex", "Acme Corp", "Northwind", "Helios Energy", "Pinecrest Clinic", "Orbit Games",
