@@ -6,7 +6,9 @@
   instructions, before or after the material.
 - `followups.yaml` + `systems.yaml`: composed conversations. A referential follow-up carries the
   category of the turn that set the task; a self-contained new task switches; a system prompt that sets
-  the task decides a vague first turn.
+  the task decides a vague or content-only first turn; a generic one (written, or composed from an
+  assistant name, a company and house rules) leaves the label to the user turn. Roleplay and
+  extraction also get runs of several follow-ups (in-character lines, "same for this one").
 
 Variants (typos, no capitals or punctuation, chatty wrappers, a generic system prompt) teach the style
 noise real traffic has. Each row carries a `group` (its source prompt), so cross-validation never puts a
