@@ -40,7 +40,8 @@ async def closed_loop(svc: ClassifierService, prompts: list[str], concurrency: i
         while time.perf_counter() < stop:
             counter += 1
             text = f"{prompts[counter % len(prompts)]} (request {counter})"  # distinct: no cache hits
-            parts = (text, FOLLOW_UPS[counter % len(FOLLOW_UPS)]) if conversations else (text,)
+            # as `PromptParts.model_parts` gives them: the (empty) system prompt slot, then the user turns
+            parts = ("", text, FOLLOW_UPS[counter % len(FOLLOW_UPS)]) if conversations else ("", text)
             t = time.perf_counter()
             label = await svc.submit(parts)
             assert label.layer != "unclassified", "overloaded: raise queue_size"
@@ -64,7 +65,7 @@ async def main() -> None:
     cache = Path("/tmp/cliffguard-bench-classifier")
     embedder = make_encoder(a.encoder, None, 128, a.threads, cache)
     model = EmbeddingClassifier.load(Taxonomy.build(), embedder, None, cache)
-    model.classify([("warm-up",)])
+    model.classify([("", "warm-up")])
     rss1 = proc.memory_info().rss
     prompts = [json.loads(line)["prompt"] for line in EVAL.read_text().splitlines()]
     model = EmbeddingClassifier(model.embedder, model.head, memo_size=0)  # no memo: every part is encoded

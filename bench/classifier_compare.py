@@ -108,8 +108,8 @@ class Reduced:
         self.model, self.how = model, how
 
     def classify(self, requests: list[tuple[str, ...]]) -> list[tuple[str, float]]:
-        texts = [p[-1] if self.how == "last" else "\n".join(p) for p in requests]
-        return self.model.classify([(t,) for t in texts])
+        texts = [p[-1] if self.how == "last" else "\n".join(t for t in p if t) for p in requests]
+        return self.model.classify([("", t) for t in texts])  # no system prompt: one user turn
 
 
 def fitted(encoder: Any, taxonomy: Taxonomy) -> EmbeddingClassifier:

@@ -87,6 +87,7 @@ def fit(
     from gateway.classification import shared_encoder
     from router.classify import training
     from router.classify.corpus import Example
+    from router.classify.evaluation import row_kind
     from router.classify.taxonomy import Taxonomy
 
     settings = settings_or_exit(config)
@@ -95,8 +96,7 @@ def fit(
     examples = []
     for n, (body, category) in enumerate(read_rows(data, taxonomy.names)):
         msgs = tuple((m["role"], _content(m["content"])) for m in body["messages"])
-        kind = "conversation" if sum(r == "user" for r, _ in msgs) > 1 else "single"
-        examples.append(Example(msgs, category, f"{data.name}:{n}", kind))
+        examples.append(Example(msgs, category, f"{data.name}:{n}", row_kind([r for r, _ in msgs])))
     if with_examples:
         examples += taxonomy.training_set()
     embedder = shared_encoder(c)
@@ -146,15 +146,15 @@ def evaluate_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """Accuracy, per-category precision/recall, confusion and calibration, overall and separately for
-    single prompts and conversations (rows with more than one user turn)."""
-    from router.classify.evaluation import report
+    single prompts and conversations (rows with more than one user turn, or a system prompt)."""
+    from router.classify.evaluation import report, row_kind
 
     settings = settings_or_exit(config)
     taxonomy, model = _model(settings, artifact)
     rows = read_rows(data, taxonomy.names)
     bodies = [b for b, _ in rows]
     labelled = label_rows(settings, model, taxonomy, bodies)
-    kinds = ["conversation" if sum(m.get("role") == "user" for m in b["messages"]) > 1 else "single" for b in bodies]
+    kinds = [row_kind([m["role"] for m in b["messages"]]) for b in bodies]
     r = report(kinds, [c for _, c in rows], [lb.category for lb, _, _ in labelled], [c for _, c, _ in labelled],
                [p for _, _, p in labelled])
     result = {**r["all"], "by_kind": {k: v for k, v in r.items() if k != "all"}}

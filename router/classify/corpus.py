@@ -6,7 +6,9 @@
   instructions, before or after the material.
 - `followups.yaml` + `systems.yaml`: composed conversations. A referential follow-up carries the
   category of the turn that set the task; a self-contained new task switches; a system prompt that sets
-  the task decides a vague first turn.
+  the task decides a vague or content-only first turn; a generic one (written, or composed from an
+  assistant name, a company and house rules) leaves the label to the user turn. Roleplay and
+  extraction also get runs of several follow-ups (in-character lines, "same for this one").
 
 Variants (typos, no capitals or punctuation, chatty wrappers, a generic system prompt) teach the style
 noise real traffic has. Each row carries a `group` (its source prompt), so cross-validation never puts a
@@ -31,6 +33,7 @@ from router.classify.conversation import FOLLOW_UP
 ASSISTANT_REPLY = "Sure. Here is my answer."  # assistant turns are not read by the classifier
 SEED = 20261122
 FOLDS = 5
+STICKY = ("roleplay", "extraction")  # categories whose conversations run on for several follow-ups
 
 
 def fold_of(group: str) -> int:
@@ -108,10 +111,44 @@ def _variants(prompt: str, rng: random.Random) -> list[str]:
     out = []
     if rng.random() < 0.6:
         out.append(_typos(prompt, rng))
-    if rng.random() < 0.4:
-        out.append(_plain(prompt))
+    if rng.random() < 0.6:  # much real traffic is typed in lower case, without punctuation, often misspelled
+        out.append(_plain(prompt) if rng.random() < 0.5 else _typos(_plain(prompt), rng))
     if rng.random() < 0.5:
         out.append(rng.choice(_WRAPPERS).format(p=prompt))
+    return out
+
+
+def _styled(text: str, rng: random.Random) -> str:
+    """A turn of a composed conversation in one of the styles real users type in."""
+    r = rng.random()
+    return _plain(text) if r < 0.3 else _typos(text, rng) if r < 0.45 else text
+
+
+# generic system prompts composed from parts: who the assistant is, for whom, and house rules that say
+# nothing about the task (the written ones in systems.yaml come first)
+_PERSONAS = ("You are {n}, the virtual assistant of {c}.", "You are a helpful assistant for {c}.",
+             "You are {c}'s AI assistant.", "You are {n}, an AI assistant built by {c}.",
+             "You are the customer support assistant of {c}, a {i} company.",
+             "You are an assistant for employees of {c}.",
+             "This is {c}'s chat assistant, {n}.", "You are a friendly assistant working for {c} ({i}).")
+_NAMES = ("Ava", "Leo", "Zia", "Max", "Nova", "Sam", "Iris", "Kai", "Mila", "Otto", "Remy", "Juno")
+_COMPANIES = ("Brightside Bank", "Globex", "Acme Corp", "Northwind", "Helios Energy", "Pinecrest Clinic", "Orbit Games",
+              "Tidewater Legal", "FreshCart", "Sterling Insurance", "Kappa Logistics", "Bluebird Airlines",
+              "Maple Realty", "Vega Telecom", "Cobalt Software", "the City of Riverton")
+_INDUSTRIES = ("banking", "retail", "healthcare", "gaming", "insurance", "logistics", "legal services", "telecom",
+               "travel", "software", "energy", "real estate")
+_RULES = ("Be polite and concise.", "Never share personal data.", "Keep answers under 150 words.",
+          "Answer in the user's language.", "Do not give financial advice.", "Use markdown where helpful.",
+          "If you are unsure, say so.", "Today's date is 2025-05-02.", "Do not mention competitors.",
+          "Escalate complaints to a human agent.", "Be friendly and professional.", "Refuse harmful requests.",
+          "Knowledge cutoff: 2024-09.", "Always greet the user by name if known.")
+
+
+def _generic_systems(rng: random.Random, written: list[str], n: int = 80) -> list[str]:
+    out = list(written)
+    for _ in range(n):
+        who = rng.choice(_PERSONAS).format(n=rng.choice(_NAMES), c=rng.choice(_COMPANIES), i=rng.choice(_INDUSTRIES))
+        out.append(" ".join([who, *rng.sample(_RULES, rng.randrange(0, 3))]))
     return out
 
 
@@ -152,7 +189,7 @@ def _composed(rng: random.Random, categories: set[str]) -> list[Example]:
 def _conversations(rng: random.Random, pool: dict[str, tuple[str, ...]], categories: set[str]) -> list[Example]:
     follow: dict[str, list[str]] = _yaml("followups.yaml")
     systems: dict[str, Any] = _yaml("systems.yaml")
-    generic_systems: list[str] = systems["generic"]
+    generic_systems = _generic_systems(rng, systems["generic"])
     out: list[Example] = []
     cats = sorted(c for c in pool if c != "other")
 
@@ -171,7 +208,12 @@ def _conversations(rng: random.Random, pool: dict[str, tuple[str, ...]], categor
             turns = [first, follow_up(c, fold_of(group))]
             if rng.random() < 0.3:
                 turns.append(follow_up(c, fold_of(group)))
-            out.append(_conversation(turns, c, group, system))
+            out.append(_conversation([_styled(t, rng) for t in turns], c, group, system))
+            if c in STICKY:  # in-character lines and "same for this one" keep the task for several turns
+                more = [follow_up(c, fold_of(group)) for _ in range(rng.randrange(1, 4))]
+                out.append(_conversation([_styled(t, rng) for t in [first, *more]], c, group))
+            if rng.random() < 0.25:  # a generic system prompt and one turn: the turn decides
+                out.append(_single(_styled(first, rng), c, group, rng.choice(generic_systems)))
             # a self-contained new task switches
             other = rng.choice([d for d in cats if d != c])
             switch = rng.choice(same_fold(other, fold_of(group)))
@@ -186,16 +228,21 @@ def _conversations(rng: random.Random, pool: dict[str, tuple[str, ...]], categor
     for c, texts in systems["task"].items():
         out.extend(_single_part("system", s, c, f"system:{c}:{i}") for i, s in enumerate(texts))
     docs = _documents()
-    starters = ("hi", "let's start", "ok", "Here you go:", "go", "hello, are you ready?", "start")
+    starters = ("hi", "let's start", "ok", "Here you go:", "go", "hello, are you ready?", "start", "hello?", "hey",
+                "ready", "next one", "here:", "help", "it's still not working", "can you help me with something")
+    for i, system in enumerate(generic_systems):  # and a vague first turn under a generic one is no task
+        out.append(_single(rng.choice(starters), "other", f"system:generic:{i}", system))
     for c, texts in systems["task"].items():
         if c not in pool:
             continue
         for i, system in enumerate(texts):
-            for _ in range(6):
-                if c in ("extraction", "summarization", "writing"):
-                    user = rng.choice(docs)
-                elif c == "roleplay":
+            for k in range(8):
+                if k < 2:  # a vague first turn: the system prompt sets the task
                     user = rng.choice(starters)
+                elif c in ("extraction", "summarization", "writing"):
+                    user = rng.choice(docs)
+                elif c == "roleplay":  # an in-character opening line
+                    user = rng.choice(follow[c])
                 else:
                     user = rng.choice(pool[c])
                 group = f"system:{c}:{i}"

@@ -9,6 +9,13 @@ from typing import Any
 BUCKETS = (0.0, 0.3, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0)
 
 
+def row_kind(roles: list[str]) -> str:
+    """`conversation` for more than one user turn or a system prompt (the model then folds several parts),
+    else `single`."""
+    users = sum(r == "user" for r in roles)
+    return "conversation" if users > 1 or any(r in ("system", "developer") for r in roles) else "single"
+
+
 def evaluate(truth: list[str], predicted: list[str]) -> dict[str, Any]:
     if len(truth) != len(predicted) or not truth:
         raise ValueError("need equally many (and at least one) true and predicted labels")

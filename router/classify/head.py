@@ -14,7 +14,7 @@ import numpy as np
 from router.classify.conversation import DEFAULT_GATE
 from router.classify.features import LexicalFeatures
 
-FORMAT = 2  # 1: embedding-only heads written before lexical features; still loaded
+FORMAT = 3  # 1: embedding-only heads written before lexical features; 2: a one-row gate; both still loaded
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,7 @@ class Head:
     lexical: LexicalFeatures | None = None
     lex_coef: np.ndarray | None = None  # (n_classes, lexical.dim)
     temperature: float = 1.0
+    # conversation.gate_matrix: (2, N_FEATURES + classes), or a legacy (N_FEATURES,) row
     gate: np.ndarray = field(default_factory=lambda: DEFAULT_GATE.copy())
     sharpen: float = 1.0  # calibration of the folded state of requests with more than one part
 
@@ -59,7 +60,7 @@ class Head:
             return cls(tuple(str(c) for c in z["classes"]), z["coef"], z["intercept"], str(z["embedder"]),
                        lexical, z["lex_coef"] if lexical is not None else None,
                        float(z["temperature"]) if "temperature" in keys else 1.0,
-                       z["gate"] if "gate" in keys and z["gate"].shape == DEFAULT_GATE.shape else DEFAULT_GATE.copy(),
+                       z["gate"] if "gate" in keys else DEFAULT_GATE.copy(),
                        float(z["sharpen"]) if "sharpen" in keys else 1.0)
 
 

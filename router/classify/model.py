@@ -23,7 +23,7 @@ from router.classify.head import Head
 from router.classify.taxonomy import Taxonomy
 
 log = logging.getLogger("cliffguard.classifier")
-HEAD_CACHE_VERSION = "head-v5"  # bump when the fitted head's meaning or file format changes
+HEAD_CACHE_VERSION = "head-v6"  # bump when the fitted head's meaning or file format changes
 
 
 class EmbeddingClassifier:
@@ -33,18 +33,22 @@ class EmbeddingClassifier:
         self._slots = Slots.of(head.classes)
         self._memo: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._memo_size = memo_size
+        self._empty = np.zeros(len(head.classes))
 
     def part_proba(self, parts: list[str]) -> list[np.ndarray]:
         """Calibrated probabilities of each text on its own (memoised)."""
         keys = [hashlib.blake2b(p.encode(), digest_size=16).digest() for p in parts]
-        missing = list({k: p for k, p in zip(keys, parts, strict=True) if k not in self._memo}.items())
+        missing = list({k: p for k, p in zip(keys, parts, strict=True) if k not in self._memo and p}.items())
         if missing:
             emb, ids = self.embedder.encode_with_ids([p for _, p in missing])
             probs = self.head.proba(emb, ids)
             for (k, _), row in zip(missing, probs, strict=True):
                 self._memo[k] = row
         out = []
-        for k in keys:
+        for k, p in zip(keys, parts, strict=True):
+            if not p:  # an empty part (no system prompt): masked out by the fold
+                out.append(self._empty)
+                continue
             self._memo.move_to_end(k)
             out.append(self._memo[k])
         while len(self._memo) > self._memo_size:
@@ -59,7 +63,7 @@ class EmbeddingClassifier:
             probs.append(flat[i:i + len(parts)])
             i += len(parts)
         state = fold(Batch.of(requests, probs, len(self.head.classes)), self.head.gate, self._slots)
-        multi = np.array([len(parts) > 1 for parts in requests])
+        multi = np.array([sum(1 for p in parts if p) > 1 for parts in requests])
         if multi.any() and self.head.sharpen != 1.0:
             state[multi] = sharpen(state[multi], self.head.sharpen)
         return state

@@ -28,9 +28,13 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class Row:
-    parts: list[str]
+    parts: list[str]  # select_parts: the system prompt's slot ("" for none), then user turns
     label: str
     fold: int
+
+    @property
+    def texts(self) -> list[str]:
+        return [p for p in self.parts if p]
 
 
 def rows_of(examples: list[Example]) -> list[Row]:
@@ -38,9 +42,9 @@ def rows_of(examples: list[Example]) -> list[Row]:
     for e in examples:
         system = " ".join(c for r, c in e.messages if r in ("system", "developer"))
         users = [c for r, c in e.messages if r == "user"]
-        parts = select_parts(system, users)
-        if parts:
-            out.append(Row(parts, e.category, fold_of(e.group)))
+        row = Row(select_parts(system, users), e.category, fold_of(e.group))
+        if row.texts:
+            out.append(row)
     return out
 
 
@@ -53,21 +57,21 @@ def _regression(x: object, y: list[str], c: float) -> object:
 def fit(examples: list[Example], embedder: Encoder, c: float = 16.0, progress: Progress | None = None) -> Head:
     say = progress or (lambda _: None)
     rows = rows_of(examples)
-    singles = [r for r in rows if len(r.parts) == 1]
+    singles = [r for r in rows if len(r.texts) == 1]
     labels = [r.label for r in singles]
     if len(set(labels)) < 2:
         raise ValueError("need single-prompt examples of at least two categories")
-    texts = sorted({p for r in rows for p in r.parts})
+    texts = sorted({p for r in rows for p in r.texts})
     index = {t: i for i, t in enumerate(texts)}
     say(f"embedding {len(texts)} texts")
     chunks = [embedder.encode_with_ids(texts[i:i + 256]) for i in range(0, len(texts), 256)]
     emb = np.vstack([e for e, _ in chunks])
     ids = [seq for _, s in chunks for seq in s]
-    lexical = LexicalFeatures.fit([ids[index[r.parts[0]]] for r in singles], embedder.vocab_size)
+    lexical = LexicalFeatures.fit([ids[index[r.texts[0]]] for r in singles], embedder.vocab_size)
     x_all = features(emb, lexical, ids)
-    x = x_all[[index[r.parts[0]] for r in singles]]
+    x = x_all[[index[r.texts[0]] for r in singles]]
     classes = tuple(sorted(set(labels)))
-    multi = [r for r in rows if len(r.parts) > 1 and r.label in classes]
+    multi = [r for r in rows if len(r.texts) > 1 and r.label in classes]
     single_fold = np.array([r.fold for r in singles])
     oof = np.zeros((len(singles), len(classes)))
     part_logits: dict[tuple[int, int], np.ndarray] = {}
@@ -81,15 +85,17 @@ def fit(examples: list[Example], embedder: Encoder, c: float = 16.0, progress: P
             oof[~train] = lr.decision_function(x[~train])  # type: ignore[attr-defined]
             for i, r in enumerate(multi):
                 if r.fold == k:
-                    z = lr.decision_function(x_all[[index[p] for p in r.parts]])  # type: ignore[attr-defined]
-                    part_logits.update({(i, j): z[j] for j in range(len(r.parts))})
+                    z = lr.decision_function(x_all[[index[p] for p in r.texts]])  # type: ignore[attr-defined]
+                    slots = [j for j, p in enumerate(r.parts) if p]
+                    part_logits.update({(i, j): z[n] for n, j in enumerate(slots)})
     say("fitting on everything")
     lr = _regression(x, labels, c)
     coef = np.asarray(lr.coef_, dtype=np.float32)  # type: ignore[attr-defined]
     y = np.array([classes.index(lb) for lb in labels])
     temperature = fit_temperature(oof, y) if oof.any() else 1.0
-    convs = [(r, [part_logits[(i, j)] for j in range(len(r.parts))]) for i, r in enumerate(multi)
-             if (i, 0) in part_logits]
+    # an empty part (no system prompt) gets zero logits: the fold masks it out
+    convs = [(r, [part_logits.get((i, j), np.zeros(len(classes))) for j in range(len(r.parts))])
+             for i, r in enumerate(multi) if (i, len(r.parts) - 1) in part_logits]
     head = Head(classes, coef[:, :emb.shape[1]].copy(), np.asarray(lr.intercept_, dtype=np.float32),  # type: ignore[attr-defined]
                 embedder.name, lexical, coef[:, emb.shape[1]:].copy(), temperature)
     if len(convs) >= 50:
@@ -123,13 +129,23 @@ def fit_sharpen(states: np.ndarray, y: np.ndarray) -> float:
     return float(minimize_scalar(nll, bounds=(0.2, 5.0), method="bounded").x)
 
 
-def fit_gate(batch: Batch, y: np.ndarray, slots: Slots) -> np.ndarray:
-    """Gate weights minimising the log loss of the folded state (the same `fold` the model runs)."""
+def fit_gate(batch: Batch, y: np.ndarray, slots: Slots, max_rows: int = 2500) -> np.ndarray:
+    """Gate weights, (2, N_FEATURES + classes), minimising the log loss of the folded state (the same
+    `fold` the model runs), with a small L2 penalty on everything but the biases. A fixed random sample
+    of at most `max_rows` conversations is enough for these few weights and bounds the first-start fit
+    (the optimiser's numerical gradient folds the batch once per weight)."""
+    if len(y) > max_rows:
+        pick = np.sort(np.random.default_rng(0).choice(len(y), max_rows, replace=False))
+        batch, y = Batch(batch.own[:, pick], batch.text[:, pick], batch.mask[:, pick]), y[pick]
     rows = np.arange(len(y))
+    shape = (2, N_FEATURES + batch.own.shape[2])
+    penalised = np.ones(shape)
+    penalised[:, 0] = 0.0
 
-    def nll(w: np.ndarray) -> float:
+    def nll(flat: np.ndarray) -> float:
+        w = flat.reshape(shape)
         state = fold(batch, w, slots)
-        return float(-np.log(state[rows, y] + 1e-9).mean() + 1e-3 * (w[1:] ** 2).sum())
+        return float(-np.log(state[rows, y] + 1e-9).mean() + 1e-3 * (penalised * w ** 2).sum())
 
-    best = minimize(nll, np.zeros(N_FEATURES), method="L-BFGS-B")
-    return np.asarray(best.x, dtype=np.float64)
+    best = minimize(nll, np.zeros(shape[0] * shape[1]), method="L-BFGS-B")
+    return np.asarray(best.x, dtype=np.float64).reshape(shape)

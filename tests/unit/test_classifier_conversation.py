@@ -7,15 +7,17 @@ import pytest
 from router.classify.conversation import (
     DEFAULT_GATE,
     FOLLOW_UP,
+    N_FEATURES,
     Batch,
     Slots,
     fold,
+    gate_matrix,
     select_parts,
     sharpen,
     text_features,
 )
 from router.classify.corpus import FOLDS, corpus, fold_of
-from router.classify.evaluation import calibration, report
+from router.classify.evaluation import calibration, report, row_kind
 from router.classify.features import LexicalFeatures
 from router.classify.head import Head
 from router.classify.taxonomy import Category, Taxonomy, TaxonomyConfig
@@ -26,36 +28,61 @@ CLASSES = ("math", "writing", "other", FOLLOW_UP)
 SLOTS = Slots.of(CLASSES)
 MATH, WRITING = np.array([0.9, 0.04, 0.04, 0.02]), np.array([0.04, 0.9, 0.04, 0.02])
 OTHER, FOLLOW = np.array([0.05, 0.05, 0.85, 0.05]), np.array([0.05, 0.15, 0.05, 0.75])
+NONE = np.zeros(4)  # the probabilities of an empty part (no system prompt)
 
 
 def label(parts, probs, gate=DEFAULT_GATE):
     return CLASSES[int(fold(Batch.of([parts], [probs], 4), gate, SLOTS)[0].argmax())]
 
 
-def test_select_parts_orders_system_first_and_skips_a_blank_system():
-    assert select_parts("  ", ["a", "b"]) == ["a", "b"]
+def test_select_parts_keep_the_system_slot_first_even_when_blank():
+    assert select_parts("  ", ["a", "b"]) == ["", "a", "b"]
     assert select_parts("sys", ["a"]) == ["sys", "a"]
+    batch = Batch.of([["", "a"]], [[NONE, MATH]], 4)
+    assert batch.mask.tolist() == [[False], [True]]
+    assert label(["", "a"], [NONE, MATH]) == "math"
+
+
+def test_a_legacy_one_row_gate_applies_to_every_turn():
+    g = gate_matrix(DEFAULT_GATE, 4)
+    assert g.shape == (2, N_FEATURES + 4) and (g[0] == g[1]).all() and (g[:, N_FEATURES:] == 0).all()
+    assert gate_matrix(g, 4) is g
+    assert gate_matrix(np.zeros(3), 4)[0, :N_FEATURES].tolist() == DEFAULT_GATE.tolist()  # unknown shape: the prior
+
+
+def test_fit_gate_learns_when_a_system_prompt_sets_the_task():
+    # a task system prompt (writing) decides a vague first turn; a generic one (other) leaves it to the turn
+    parts, probs, y = [], [], []
+    for _ in range(150):
+        parts += [["You edit text.", "ok here"], ["You are a helpful assistant.", "Solve 3x + 7 = 25"],
+                  ["", "Solve 3x + 7 = 25", "and now?"]]
+        probs += [[WRITING, OTHER], [OTHER, MATH], [NONE, MATH, FOLLOW]]
+        y += [1, 0, 0]
+    w = fit_gate(Batch.of(parts, probs, 4), np.array(y), SLOTS)
+    assert w.shape == (2, N_FEATURES + 4)
+    assert [label(p, q, w) for p, q in zip(parts[:3], probs[:3], strict=True)] == ["writing", "math", "math"]
 
 
 def test_a_follow_up_inherits_and_a_long_confident_task_switches():
     first = "A train travels 300 km at 75 km/h and returns at 100 km/h. What is its average speed?"
-    assert label([first, "Now make it more formal."], [MATH, FOLLOW]) == "math"
+    assert label(["", first, "Now make it more formal."], [NONE, MATH, FOLLOW]) == "math"
     switch = ("Thanks. Now write a four-stanza poem about the sea for my grandmother's birthday card, with a warm "
               "tone, simple words and a closing line that mentions her garden and the roses she grows every summer.")
-    assert label([first, switch], [MATH, WRITING]) == "writing"
+    assert label(["", first, switch], [NONE, MATH, WRITING]) == "writing"
     # an uninformative start (a greeting) hands over to the first real task
-    assert label(["hi", "Solve 3x + 7 = 25 for x, showing the steps"], [OTHER, MATH]) == "math"
+    assert label(["", "hi", "Solve 3x + 7 = 25 for x, showing the steps"], [NONE, OTHER, MATH]) == "math"
 
 
 def test_follow_up_is_never_a_label_and_counts_as_other_alone():
-    state = fold(Batch.of([["shorter please"]], [[FOLLOW]], 4), DEFAULT_GATE, SLOTS)[0]
+    state = fold(Batch.of([["", "shorter please"]], [[NONE, FOLLOW]], 4), DEFAULT_GATE, SLOTS)[0]
     assert state[3] == 0 and CLASSES[int(state.argmax())] == "other" and state.sum() == pytest.approx(1)
     assert Slots.of(("math", "writing")).categories(MATH[:2]) is not None
 
 
 def test_batch_pads_conversations_of_different_lengths():
-    batch = Batch.of([["a"], ["b", "c", "d"]], [[MATH], [WRITING, FOLLOW, FOLLOW]], 4)
-    assert batch.own.shape == (3, 2, 4) and batch.mask.tolist() == [[True, True], [False, True], [False, True]]
+    batch = Batch.of([["", "a"], ["", "b", "c", "d"]], [[NONE, MATH], [NONE, WRITING, FOLLOW, FOLLOW]], 4)
+    assert batch.own.shape == (4, 2, 4)
+    assert batch.mask.tolist() == [[False, False], [True, True], [False, True], [False, True]]
     state = fold(batch, DEFAULT_GATE, SLOTS)
     assert CLASSES[int(state[0].argmax())] == "math" and CLASSES[int(state[1].argmax())] == "writing"
 
@@ -70,11 +97,11 @@ def test_fit_gate_learns_to_inherit_from_labelled_conversations():
     parts, probs, y = [], [], []
     first = "Compute the integral of x squared from zero to three please"
     for _ in range(200):
-        parts.append([first, "and now?"])
-        probs.append([MATH, WRITING])
+        parts.append(["", first, "and now?"])
+        probs.append([NONE, MATH, WRITING])
         y.append(0)  # the short follow-up belongs to the task
-        parts.append([first, " ".join(["word"] * int(rng.integers(30, 60)))])
-        probs.append([MATH, WRITING])
+        parts.append(["", first, " ".join(["word"] * int(rng.integers(30, 60)))])
+        probs.append([NONE, MATH, WRITING])
         y.append(1)  # a long new task switches
     w = fit_gate(Batch.of(parts, probs, 4), np.array(y), SLOTS)
     assert label(parts[0], probs[0], w) == "math" and label(parts[1], probs[1], w) == "writing"
@@ -158,3 +185,5 @@ def test_report_splits_by_kind_and_buckets_confidence():
     buckets = {b["from"]: b for b in r["all"]["calibration"]["buckets"]}
     assert buckets[0.95]["accuracy"] == 1.0 and buckets[0.5]["accuracy"] == 0.0 and buckets[0.3]["n"] == 1
     assert calibration([True], [1.0])["buckets"][0]["to"] == 1.0
+    assert row_kind(["user"]) == "single" and row_kind(["system", "user"]) == "conversation"
+    assert row_kind(["user", "assistant", "user"]) == "conversation"

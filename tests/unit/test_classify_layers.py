@@ -93,7 +93,7 @@ def test_prompt_parts_read_system_and_user_turns_not_assistant_turns():
     assert parts.model_parts() == ("Be brief.", long_q, "and in Rust?")
     parts2 = prompt_parts({"messages": [{"role": "user", "content": [{"type": "text", "text": "hello"},
                                                                       {"type": "image_url", "image_url": {}}]}]})
-    assert parts2.last_user == "hello" and parts2.model_parts() == ("hello",)
+    assert parts2.last_user == "hello" and parts2.model_parts() == ("", "hello")  # the system slot stays
     assert prompt_parts({"prompt": ["first", "second"]}).last_user == "first"
 
 
@@ -101,9 +101,9 @@ def test_long_conversations_keep_the_first_and_the_last_user_turns():
     turns = [f"turn {i}" for i in range(10)]
     body = {"messages": [m for t in turns for m in ({"role": "user", "content": t},
                                                     {"role": "assistant", "content": "ok"})][:-1]}
-    assert prompt_parts(body).model_parts() == ("turn 0", "turn 7", "turn 8", "turn 9")
+    assert prompt_parts(body).model_parts() == ("", "turn 0", "turn 7", "turn 8", "turn 9")
     huge = prompt_parts({"prompt": "x" * 100_000}).model_parts()
-    assert len(huge[0]) == MAX_CHARS
+    assert len(huge[1]) == MAX_CHARS
 
 
 def test_evaluate_reports_accuracy_precision_recall_confusion():
