@@ -71,6 +71,9 @@ class PreflightPolicy(BaseModel):
         "estimate", description="estimate: a category fails when its estimate is below -threshold (a breach at "
         "face value); established: only when its anytime-valid upper bound is (the breach is shown)")
     min_items: int = Field(1, ge=1, description="a category with fewer scored items fails (nothing to show)")
+    design_effect: float = Field(-0.3, lt=0, description="the regression a suite's intervals are sized to show "
+                                 "fastest: a suite has tens of items per category, not thousands of pairs, so "
+                                 "its bets are bolder than the rollout's (they shape power, never validity)")
 
 
 DEFAULT_STAGES = [Stage(name="shadow", weight_pct=0), Stage(name="1%", weight_pct=1), Stage(name="5%", weight_pct=5),

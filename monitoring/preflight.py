@@ -4,7 +4,8 @@ threshold and pass/fail. Pure.
 
 The interval is the rollout's own construction (monitoring/sequential.py through analysis.category_stats),
 with the policy's alpha split over the suite's categories for the upper end, as the rollback test splits
-it: a suite is one more look at the same quantity the rollout then watches live.
+it: a suite is one more look at the same quantity the rollout then watches live. Its bets are sized for
+`preflight.design_effect` (tens of items can show a large regression, not a 2-point one).
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ def verdict(policy: RolloutPolicy, counts: Mapping[str, Counts], graded: Mapping
     for cat in categories:
         c = counts.get(cat, Counts())
         threshold = policy.preflight_threshold(cat)
-        s = category_stats(c.wins, c.ties, c.losses, threshold, alpha, policy.alpha, policy.design_effect,
-                           policy.final_margin, threshold)
+        effect = policy.preflight.design_effect
+        s = category_stats(c.wins, c.ties, c.losses, threshold, alpha, policy.alpha, effect, -effect, threshold)
         established = c.n > 0 and s.upper < -threshold
         breach = established if policy.preflight.fail_on == "established" else s.estimate < -threshold
         g = graded.get(cat, (0, 0, 0))
