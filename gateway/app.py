@@ -178,7 +178,7 @@ def _web_app(ctx: GatewayContext, probes: BackendProbes) -> Starlette:
         Route("/v1/models", models, methods=["GET"]),
         Route("/v1/feedback", FeedbackEndpoint(ctx.store.redis, ctx.settings.key_prefix, ctx.settings.feedback,
                                                ctx.auth, ctx.requests,
-                                               Redactor.from_config(ctx.settings.judging.sampling)),
+                                               Redactor.from_config(ctx.settings.judging.sampling)).handle,
               methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -187,7 +188,7 @@ class FeedbackEndpoint:
         self.redactor = redactor
         self._record = redis.register_script(_RECORD)
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         try:
             return await self._handle(request)
         except GatewayError as e:
@@ -229,13 +230,21 @@ class FeedbackEndpoint:
             "version": answered.version, "category": answered.category}), media_type="application/json")
 
     async def _find(self, request_id: str) -> Answered | None:
+        """A request is logged just after its client has the last byte, and written within FLUSH_S: feedback
+        sent at once may come first, so an id not found yet is looked for again for a moment."""
         if self.requests is None:
             return None
-        local = self.requests.find_local(request_id)
-        if local is not None:
-            return local
-        raw = await self.redis.get(f"{self.prefix}:req:{request_id}")
-        return Answered.loads(raw) if raw else None
+        deadline = time.monotonic() + 4 * FLUSH_S
+        while True:
+            local = self.requests.find_local(request_id)
+            if local is not None:
+                return local
+            raw = await self.redis.get(f"{self.prefix}:req:{request_id}")
+            if raw:
+                return Answered.loads(raw)
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(FLUSH_S / 5)
 
 
 def _parse(raw: bytes, comment_max: int) -> FeedbackBody:

@@ -134,9 +134,9 @@ def test_preflight_resumes_and_reuses_the_baseline(setup, backend_factory):
 
 
 async def test_report_in_chromium_from_the_console(setup):
-    from playwright.async_api import async_playwright
-
     import asyncio
+
+    from playwright.async_api import async_playwright
 
     gw = setup["gw"]
     result = await asyncio.to_thread(cli, "preflight", "--alias", "bot", "--candidate", "v2-bad", "--suite",
