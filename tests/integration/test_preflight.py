@@ -157,7 +157,7 @@ async def test_report_in_chromium_from_the_console(setup):
         await page.goto(f"{gw.url}/console")
         await page.fill("#token", "read-secret")
         await page.click("#login button[type=submit]")
-        link = page.locator('article[data-alias="bot"] button[data-action="preflight-report"]')
+        link = page.locator('article[data-alias="bot"] a[data-action="preflight-report"]')
         await link.wait_for(timeout=15_000)
         assert "failed: math" in await link.inner_text()
         async with page.context.expect_page() as opened:
@@ -171,6 +171,13 @@ async def test_report_in_chromium_from_the_console(setup):
         color = await report.locator("#verdict").evaluate("e => getComputedStyle(e).backgroundColor")
         assert color == "rgb(198, 40, 40)"
         await report.screenshot(path=str(setup["tmp"] / "preflight-report.png"), full_page=True)
+        # the alias's rollout report (the split set by hand), from the same card
+        async with page.context.expect_page() as opened:
+            await page.locator('article[data-alias="bot"] a[data-action="rollout-report"]').click()
+        rollout_page = await opened.value
+        await rollout_page.locator("h1").wait_for(timeout=10_000)
+        assert "Rollout of v2-bad on bot" in await rollout_page.locator("h1").inner_text()
+        assert "split set" in await rollout_page.locator("body").inner_text()
         # the standalone file renders on its own too
         page2 = await browser.new_page(viewport={"width": 1200, "height": 900})
         await page2.goto(html_file.as_uri())

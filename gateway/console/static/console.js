@@ -39,9 +39,11 @@ async function openReport(path) {
 function reportLinks(a, versions) {
   const p = el("p", { class: "reports" });
   const enc = encodeURIComponent;
-  if (a.rollout_id) p.append(el("button", { class: "link", "data-action": "rollout-report", onclick: () => openReport(`/admin/reports/rollout/${enc(a.rollout_id)}?format=html`) }, "Rollout report"));
+  // links, not buttons: reading a report changes nothing (read-only tokens get them too)
+  const link = (action, path, text) => el("a", { href: "#", class: "link", "data-action": action, onclick: (e) => { e.preventDefault(); openReport(path); } }, text);
+  if (a.rollout_id) p.append(link("rollout-report", `/admin/reports/rollout/${enc(a.rollout_id)}?format=html`, "Rollout report"));
   const cand = versions.find((v) => v.name === a.candidate);
-  if (cand?.preflight) p.append(" ", el("button", { class: "link", "data-action": "preflight-report", onclick: () => openReport(`/admin/reports/preflight/${enc(cand.preflight.run_id)}?format=html`) },
+  if (cand?.preflight) p.append(" · ", link("preflight-report", `/admin/reports/preflight/${enc(cand.preflight.run_id)}?format=html`,
     `Preflight report (${cand.preflight.passed ? "passed" : "failed: " + cand.preflight.failed.join(", ")})`));
   return p;
 }
