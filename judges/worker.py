@@ -31,7 +31,7 @@ from judges import answers
 from judges.answers import Answer
 from judges.config import JudgingConfig
 from judges.judge import Judge
-from judges.openai_http import CallFailed, OpenAIHTTP
+from judges.openai_http import TRANSIENT_4XX, CallFailed, OpenAIHTTP
 from judges.prompts import question_text, single_messages
 from judges.queue import GROUP, Entry, JudgeQueue
 from judges.records import PAIR_IDENTIFIERS, PairResult, Sample
@@ -65,8 +65,6 @@ class CandidateRefused(Exception):
         self.detail = detail
 
 
-# client errors that say nothing about the prompt or the version (retry instead)
-_TRANSIENT_4XX = frozenset({408, 409, 425, 429})
 
 
 @dataclass
@@ -323,7 +321,7 @@ class JudgeWorker:
         except CallFailed as e:
             self.guards.record(s.alias, s.rollout_id, version_name, error=True, empty=False, ttft_s=None)
             if version_name == s.candidate and e.status is not None and 400 <= e.status < 500 \
-                    and e.status not in _TRANSIENT_4XX:
+                    and e.status not in TRANSIENT_4XX:
                 raise CandidateRefused(f"candidate {version_name} answered HTTP {e.status}: {e}") from None
             raise CallFailed(f"generation_{e.reason}", str(e)) from None
         answer = answers.from_response(data, s.endpoint)

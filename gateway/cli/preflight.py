@@ -10,30 +10,24 @@ import os
 import socket
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from gateway.admin.reports import NotFound, preflight_report, rollout_report
 from gateway.cli.common import err, out, settings_or_exit
 from gateway.cli.judgments import _with_redis, parse_since
 from gateway.config import Settings
-from judges.judge import Judge
-from judges.openai_http import OpenAIHTTP
 from judges.preflight import suite as suites
-from judges.preflight.graders import GraderError
-from judges.preflight.records import PreflightResult
-from judges.preflight.runner import Plan, PreflightRunner
-from judges.preflight.store import PreflightStore
 from judges.queue import Keys
-from judges.redaction import Redactor
-from monitoring.report import html as report_html
-from monitoring.report import markdown as report_md
-from router.classify.taxonomy import Taxonomy
-from router.store import StateStore
+
+if TYPE_CHECKING:
+    from judges.preflight.records import PreflightResult
+
+# Modules that define Prometheus metrics are imported inside the commands: the CLI module is loaded by
+# `cliffguard serve` too, which must set PROMETHEUS_MULTIPROC_DIR before prometheus_client is imported.
 
 ConfigOpt = Annotated[str | None, typer.Option("--config", "-c", help="YAML config (Redis, judge, policy)")]
 suite_app = typer.Typer(help="Capability suites for preflight.", no_args_is_help=True)
@@ -62,6 +56,14 @@ def preflight_cmd(
 ) -> None:
     """Replay a suite through stable and the candidate, judge or check every pair, and record the verdict per
     category on the candidate (what `rollout start` checks). Exits 1 when a category fails."""
+    from judges.judge import Judge
+    from judges.openai_http import OpenAIHTTP
+    from judges.preflight.graders import GraderError
+    from judges.preflight.runner import Plan, PreflightRunner
+    from judges.preflight.store import PreflightStore
+    from judges.redaction import Redactor
+    from router.store import StateStore
+
     settings = settings_or_exit(config)
     try:
         s = suites.load(suite)
@@ -176,6 +178,12 @@ def report_cmd(
     config: ConfigOpt = None,
 ) -> None:
     """A report with per-category charts, the worst regressed examples and the numbers behind the decision."""
+    from gateway.admin.reports import NotFound, preflight_report, rollout_report
+    from monitoring.report import html as report_html
+    from monitoring.report import markdown as report_md
+    from router.classify.taxonomy import Taxonomy
+    from router.store import StateStore
+
     if kind not in ("preflight", "rollout") or fmt not in ("md", "html"):
         raise _fail("use: cliffguard report preflight|rollout ID --format md|html", 2)
     settings = settings_or_exit(config)

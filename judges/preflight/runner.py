@@ -14,7 +14,7 @@ from typing import Any
 
 from judges.answers import Answer, from_response
 from judges.judge import Judge
-from judges.openai_http import CallFailed, OpenAIHTTP
+from judges.openai_http import TRANSIENT_4XX, CallFailed, OpenAIHTTP
 from judges.preflight.graders import Grader, GraderError, build
 from judges.preflight.records import ITEM_IDENTIFIERS, ItemResult, PreflightResult
 from judges.preflight.store import PreflightStore, run_id
@@ -109,7 +109,7 @@ class PreflightRunner:
         try:
             cand = await self._answer(plan.candidate, item, plan)
         except CallFailed as e:
-            if e.status is None or not 400 <= e.status < 500:
+            if e.status is None or not 400 <= e.status < 500 or e.status in TRANSIENT_4XX:
                 raise
             cand = None  # the candidate refuses what stable answers: it loses the item (as in live judging)
         question = question_text(item.messages or [{"role": "user", "content": t} for t in item.turns], None)
