@@ -20,11 +20,13 @@ from gateway.body_deadline import BodyDeadlines
 from gateway.config import Settings, load_settings
 from gateway.context import GatewayContext
 from gateway.errors import GatewayError, unauthorized
+from gateway.feedback import FeedbackEndpoint
 from gateway.health import BackendProbes, readiness
 from gateway.proxy.handler import Message, ProxyHandler, Receive, Scope, Send
 from gateway.proxy.passthrough import ENDPOINTS as PASSTHROUGH
 from gateway.proxy.passthrough import PassThrough, model_list
 from gateway.proxy.request import CHAT, COMPLETIONS, RESPONSES
+from judges.redaction import Redactor
 from monitoring import metrics
 from monitoring.rollout_metrics import RolloutCollector
 
@@ -112,7 +114,7 @@ class GatewayApp:
         ctx = await GatewayContext.start(self.settings)
         self.ctx = ctx
         self.proxy = ProxyHandler(ctx.settings, ctx.state, ctx.backends, ctx.auth, ctx.classifier, ctx.sampler,
-                                  ctx.guards)
+                                  ctx.guards, ctx.requests)
         self.passthrough = PassThrough(ctx.state, ctx.backends, ctx.auth, ctx.settings.limits.max_body_bytes)
         self.probes = BackendProbes(ctx.state, ctx.backends)
         self.probes.start()
@@ -174,6 +176,10 @@ def _web_app(ctx: GatewayContext, probes: BackendProbes) -> Starlette:
         # pass-through endpoints are dispatched before Starlette; listed here for 405's Allow
         *(Route(path, proxied, methods=[ep.method]) for path, ep in PASSTHROUGH.items()),
         Route("/v1/models", models, methods=["GET"]),
+        Route("/v1/feedback", FeedbackEndpoint(ctx.store.redis, ctx.settings.key_prefix, ctx.settings.feedback,
+                                               ctx.auth, ctx.requests,
+                                               Redactor.from_config(ctx.settings.judging.sampling)).handle,
+              methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", prometheus, methods=["GET"]),

@@ -151,6 +151,17 @@ class ClassifierConfig(_Strict):
     taxonomy: TaxonomyConfig = Field(default_factory=TaxonomyConfig)
 
 
+class FeedbackConfig(_Strict):
+    """User feedback (`POST /v1/feedback`) and the implicit regenerate signal."""
+
+    enabled: bool = Field(True, description="remember each answered request (alias, arm, version, category) so "
+                                            "feedback on it can be joined; off: /v1/feedback answers 404")
+    window_s: float = Field(86400.0, gt=0, description="how long after its answer a request takes feedback")
+    regenerate_window_s: float = Field(600.0, ge=0, description="the same conversation resent within this is a "
+                                                                "regenerate of the earlier answer (0: not counted)")
+    comment_max_chars: int = Field(2000, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -169,6 +180,7 @@ class Settings(BaseSettings):
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
     judging: JudgingConfig = Field(default_factory=JudgingConfig)
     controller: ControllerConfig = Field(default_factory=ControllerConfig)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     versions: list[VersionConfig] = Field(default_factory=list)
     aliases: list[AliasConfig] = Field(default_factory=list)
 

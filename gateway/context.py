@@ -12,6 +12,7 @@ from gateway.auth import Authenticator
 from gateway.bootstrap import apply_declared, declared_state
 from gateway.classification import build_classifier
 from gateway.config import Settings
+from gateway.feedback import RequestLog
 from gateway.processes.embedded_redis import EmbeddedRedis
 from gateway.proxy.sampling import RequestSampler
 from gateway.proxy.upstream import Backends
@@ -70,6 +71,7 @@ class GatewayContext:
     analyses: AnalysisMirror
     controller: Controller | None = None
     guards: GuardCounters | None = None
+    requests: RequestLog | None = None  # what answered each request, for feedback (None: feedback off)
     embedded: EmbeddedRedis | None = None
     _controller_task: asyncio.Task[None] | None = None
 
@@ -98,6 +100,9 @@ class GatewayContext:
                   build_controller(settings, store, list(classifier.taxonomy.names), notifier), embedded=embedded)
         ctx.guards = GuardCounters(store.redis, settings.key_prefix)
         ctx.guards.start()
+        if settings.feedback.enabled:
+            ctx.requests = RequestLog(store.redis, settings.key_prefix, settings.feedback)
+            ctx.requests.start()
         if ctx.controller is not None:  # every replica runs it; only the elected leader acts
             ctx._controller_task = asyncio.create_task(ctx.controller.run(), name="cliffguard-controller")
         return ctx
@@ -108,6 +113,8 @@ class GatewayContext:
             await asyncio.gather(self._controller_task, return_exceptions=True)
         if self.guards:
             await self.guards.stop()
+        if self.requests:
+            await self.requests.stop()
         await self.analyses.stop()
         if self.sampler:
             await self.sampler.sink.stop()

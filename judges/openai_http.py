@@ -14,6 +14,8 @@ from judges.answers import from_output
 
 ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
 PATHS = {"chat": "/chat/completions", "completions": "/completions", "responses": "/responses"}
+# client errors that say nothing about the prompt or the version (retry instead)
+TRANSIENT_4XX = frozenset({408, 409, 425, 429})
 
 
 class CallFailed(Exception):

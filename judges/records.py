@@ -72,3 +72,6 @@ class PairResult(BaseModel):
     judge_model: str
     client_request_id: str | None = None
     ts: float
+    # the conversation as the client sent it (chat), and its reference: what `cliffguard suite build` draws
+    messages: list[dict[str, Any]] | None = None
+    reference: str | None = None

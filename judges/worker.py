@@ -30,12 +30,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from judges import answers
 from judges.answers import Answer
 from judges.config import JudgingConfig
-from judges.openai_http import CallFailed, OpenAIHTTP
-from judges.prompts import pairwise_messages, question_text, single_messages
+from judges.judge import Judge
+from judges.openai_http import TRANSIENT_4XX, CallFailed, OpenAIHTTP
+from judges.prompts import question_text, single_messages
 from judges.queue import GROUP, Entry, JudgeQueue
 from judges.records import PAIR_IDENTIFIERS, PairResult, Sample
 from judges.redaction import Redactor
-from judges.verdicts import ParseFailure, Verdict, combine, parse_pairwise, parse_rating
+from judges.verdicts import ParseFailure, parse_rating
 from monitoring import metrics as m
 from monitoring.guards import GuardCounters
 from router.classify.prompt import responses_messages
@@ -64,8 +65,6 @@ class CandidateRefused(Exception):
         self.detail = detail
 
 
-# client errors that say nothing about the prompt or the version (retry instead)
-_TRANSIENT_4XX = frozenset({408, 409, 425, 429})
 
 
 @dataclass
@@ -86,7 +85,7 @@ class JudgeWorker:
         self.http = http or OpenAIHTTP()
         self.consumer = cfg.worker.consumer or f"{socket.gethostname()}-{os.getpid()}"
         self.stats = WorkerStats()
-        self._judge_slots = asyncio.Semaphore(cfg.judge.max_concurrency)
+        self.judge = Judge(cfg.judge, self.http)
         self._stopping = asyncio.Event()
         self._ttl_s = int(cfg.worker.pair_ttl_days * 86400)
         self.redactor = Redactor.from_config(cfg.sampling)  # the generated answer and the judge's words too
@@ -262,16 +261,9 @@ class JudgeWorker:
         if cand.same_as(stable):  # nothing to judge: a tie, without a judge call (and without its noise)
             m.JUDGE_SKIPPED.labels("identical").inc()
             return await self._record_pair(s, question, stable, cand, 0, "identical", [], [])
-        override = self.cfg.judge.prompts.get(s.category)
-        (v1, x1), (v2, x2) = await asyncio.gather(
-            self._ask_pairwise(pairwise_messages(question, cand.render(), stable.render(), s.reference, s.category,
-                                                 override)),
-            self._ask_pairwise(pairwise_messages(question, stable.render(), cand.render(), s.reference, s.category,
-                                                 override)),
-        )
-        outcome, consistent = combine(v1, v2)
-        return await self._record_pair(s, question, stable, cand, outcome, "judge", [v1.value, v2.value], [x1, x2],
-                                       consistent)
+        v = await self.judge.pairwise(question, cand.render(), stable.render(), s.reference, s.category)
+        return await self._record_pair(s, question, stable, cand, v.outcome, "judge", v.verdicts, v.explanations,
+                                       v.consistent)
 
     async def _record_pair(self, s: Sample, question: str, stable: Answer, cand: Answer | None, outcome: int,
                            decided_by: str, verdicts: list[str], explanations: list[str],
@@ -284,7 +276,8 @@ class JudgeWorker:
                           mode="pairwise", stable=s.stable, candidate=s.candidate, question=question,
                           stable_answer=stable, candidate_answer=cand, outcome=outcome, decided_by=decided_by,
                           verdicts=verdicts, position_consistent=consistent, judge_explanations=explanations,
-                          judge_model=self.cfg.judge.model, client_request_id=s.client_request_id, ts=time.time())
+                          judge_model=self.cfg.judge.model, client_request_id=s.client_request_id, ts=time.time(),
+                          messages=s.messages if s.endpoint == "chat" else None, reference=s.reference)
         recorded = await self._store(pair, incr)
         if recorded:
             m.JUDGED_PAIRS.labels(s.alias, s.candidate, s.category, label).inc()
@@ -293,7 +286,7 @@ class JudgeWorker:
         return recorded
 
     async def _rate(self, s: Sample, question: str) -> bool:
-        text = await self._call_judge(single_messages(question, s.answer.render()), "single")
+        text = await self.judge.call(single_messages(question, s.answer.render()), "single")
         rating = parse_rating(text)
         pair = PairResult(request_id=s.request_id, alias=s.alias, rollout_id=s.rollout_id, category=s.category,
                           mode="single", stable=s.stable, candidate=None, question=question,
@@ -328,7 +321,7 @@ class JudgeWorker:
         except CallFailed as e:
             self.guards.record(s.alias, s.rollout_id, version_name, error=True, empty=False, ttft_s=None)
             if version_name == s.candidate and e.status is not None and 400 <= e.status < 500 \
-                    and e.status not in _TRANSIENT_4XX:
+                    and e.status not in TRANSIENT_4XX:
                 raise CandidateRefused(f"candidate {version_name} answered HTTP {e.status}: {e}") from None
             raise CallFailed(f"generation_{e.reason}", str(e)) from None
         answer = answers.from_response(data, s.endpoint)
@@ -340,29 +333,6 @@ class JudgeWorker:
         if answer is None:
             raise CallFailed("generation_bad_response", f"no answer in the response of {version_name}")
         return answer
-
-    async def _ask_pairwise(self, messages: list[dict[str, str]]) -> tuple[Verdict, str]:
-        text = await self._call_judge(messages, "pairwise")
-        try:
-            return parse_pairwise(text), text
-        except ParseFailure:
-            m.JUDGE_PARSE_FAILURES.inc()
-            raise
-
-    async def _call_judge(self, messages: list[dict[str, str]], mode: str) -> str:
-        j = self.cfg.judge
-        body = {"model": j.model, "messages": messages, "temperature": j.temperature, "max_tokens": j.max_tokens}
-        async with self._judge_slots:
-            t0 = time.perf_counter()
-            try:
-                text, _ = await self.http.create(j.base_url.rstrip("/"), "chat", body, j.api_key_env, j.timeout_s)
-            except CallFailed as e:
-                m.JUDGE_CALLS.labels(mode, "error").inc()
-                raise CallFailed(f"judge_{e.reason}", str(e)) from None
-            finally:
-                m.JUDGE_LATENCY.observe(time.perf_counter() - t0)
-        m.JUDGE_CALLS.labels(mode, "ok").inc()
-        return text
 
     # -- queue health --------------------------------------------------------------------------------
 

@@ -108,6 +108,9 @@ class VersionCounts:
     ttft: dict[int, int] = field(default_factory=dict)  # bucket index -> count
     latency: dict[int, int] = field(default_factory=dict)
     served: dict[str, int] = field(default_factory=dict)  # category -> requests served to users
+    feedback: int = 0  # user feedback on this version's answers (POST /v1/feedback)
+    negative: int = 0  # of which negative (thumbs down, or 1-2 of 5)
+    regenerated: int = 0  # answers the user asked again for (the same conversation resent)
 
 
 def parse(raw: Mapping[Any, Any]) -> dict[str, VersionCounts]:
@@ -119,7 +122,7 @@ def parse(raw: Mapping[Any, Any]) -> dict[str, VersionCounts]:
         c = out.setdefault(version, VersionCounts())
         kind, _, arg = rest.partition(":")
         n = int(v)
-        if kind in ("requests", "errors", "empty"):
+        if kind in ("requests", "errors", "empty", "feedback", "negative", "regenerated"):
             setattr(c, kind, n)
         elif kind == "ttft" and arg.isdigit():
             c.ttft[int(arg)] = n
@@ -148,7 +151,8 @@ class GuardResult:
         what = f"share slower than {self.edge_s:g} s" if self.edge_s is not None else "rate"
         return (f"{self.name}: candidate {what} {self.candidate:.4g} (lower bound {self.candidate_lower:.4g}) "
                 f"vs limit {self.limit:.4g} (stable {self.stable:.4g}, upper bound {self.stable_upper:.4g}; "
-                f"{self.candidate_requests} vs {self.stable_requests} requests)")
+                f"{self.candidate_requests} vs {self.stable_requests} "
+                f"{'feedback' if self.name == 'negative_feedback' else 'requests'})")
 
 
 def _compare(name: str, g: Guard, kc: Any, nc: Any, ks: Any, ns: Any, alpha: float,
@@ -191,6 +195,8 @@ def evaluate(guards: Guards, counts: dict[str, VersionCounts], stable: str, cand
         if name in ("error_rate", "empty_rate"):
             attr = "errors" if name == "error_rate" else "empty"
             r = _compare(name, g, getattr(c, attr), c.requests, getattr(s, attr), s.requests, guards.alpha)
+        elif name == "negative_feedback":
+            r = _compare(name, g, c.negative, c.feedback, s.negative, s.feedback, guards.alpha)
         else:
             hc, hs, edges = (c.ttft, s.ttft, TTFT_EDGES) if name == "ttft" else (c.latency, s.latency, LATENCY_EDGES)
             kc, nc, ks, ns, kept = _tail(hc, hs, edges)

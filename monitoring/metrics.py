@@ -287,3 +287,19 @@ class _Everything(Collector):
 
     def collect(self) -> Iterable[Metric]:
         return self.registry.collect()
+
+
+# -- user feedback (POST /v1/feedback) and regenerates ---------------------------------------------------
+
+FEEDBACK = Counter(
+    "cliffguard_feedback_total",
+    "User feedback on answers, by alias, the arm and version that answered, category and sentiment "
+    "(positive: thumbs up or 4-5; negative: thumbs down or 1-2; neutral: 3). Counted once per request id.",
+    ["alias", "arm", "version", "category", "sentiment"],
+)
+REGENERATIONS = Counter(
+    "cliffguard_regenerations_total",
+    "Answers the user asked for again (the same conversation resent within feedback.regenerate_window_s), by "
+    "the arm and version of the answer that was regenerated, and category.",
+    ["alias", "arm", "version", "category"],
+)

@@ -47,9 +47,33 @@ class Guards(BaseModel):
     empty_rate: Guard | None = Field(default_factory=lambda: Guard(ratio=2.0, slack=0.02))
     ttft: Guard | None = Field(default_factory=lambda: Guard(ratio=1.5, slack=0.02))
     latency: Guard | None = Field(default_factory=lambda: Guard(ratio=2.0, slack=0.05))
+    negative_feedback: Guard | None = Field(
+        None, description="off unless set: the candidate's share of negative user feedback (POST /v1/feedback) "
+        "against stable's; min_requests counts feedback, not requests")
 
     def active(self) -> dict[str, Guard]:
-        return {n: g for n in ("error_rate", "empty_rate", "ttft", "latency") if (g := getattr(self, n)) is not None}
+        return {n: g for n in GUARD_NAMES if (g := getattr(self, n)) is not None}
+
+
+GUARD_NAMES = ("error_rate", "empty_rate", "ttft", "latency", "negative_feedback")
+
+
+class PreflightPolicy(BaseModel):
+    """The audit before any user sees a candidate (`cliffguard preflight`): per-category thresholds on
+    P(win) - P(loss) of the candidate against stable over a suite, and whether `rollout start` needs it."""
+
+    model_config = ConfigDict(extra="forbid")
+    required: bool = Field(False, description="`rollout start` refuses a candidate without a passed preflight "
+                                              "against the alias's stable (--force with a reason overrides)")
+    thresholds: dict[str, float] = Field(default_factory=dict, description="per category: the largest drop "
+                                         "accepted; default: the category's rollout tolerance")
+    fail_on: Literal["estimate", "established"] = Field(
+        "estimate", description="estimate: a category fails when its estimate is below -threshold (a breach at "
+        "face value); established: only when its anytime-valid upper bound is (the breach is shown)")
+    min_items: int = Field(1, ge=1, description="a category with fewer scored items fails (nothing to show)")
+    design_effect: float = Field(-0.3, lt=0, description="the regression a suite's intervals are sized to show "
+                                 "fastest: a suite has tens of items per category, not thousands of pairs, so "
+                                 "its bets are bolder than the rollout's (they shape power, never validity)")
 
 
 DEFAULT_STAGES = [Stage(name="shadow", weight_pct=0), Stage(name="1%", weight_pct=1), Stage(name="5%", weight_pct=5),
@@ -74,6 +98,7 @@ class RolloutPolicy(BaseModel):
     categories: dict[str, CategoryPolicy] = Field(default_factory=dict)
     on_regression: Literal["rollback", "pin_category"] = "rollback"
     guards: Guards = Field(default_factory=Guards)
+    preflight: PreflightPolicy = Field(default_factory=PreflightPolicy)
 
     @field_validator("stages")
     @classmethod
@@ -114,6 +139,10 @@ class RolloutPolicy(BaseModel):
     def gate_margin(self, stage: int, category: str) -> float:
         """A category's gate is never stricter than its own tolerance."""
         return max(self.stage_margin(stage), self.category(category).tolerance)
+
+    def preflight_threshold(self, category: str) -> float:
+        """A preflight threshold defaults to the rollout's tolerance for the category."""
+        return self.preflight.thresholds.get(category, self.category(category).tolerance)
 
     def acting(self, names: list[str]) -> list[str]:
         return [n for n in names if not self.category(n).muted]

@@ -42,6 +42,7 @@ class Context:
     pairs_total: int = 0  # judged pairs of the rollout so far: a new stage's minimum counts from here
     versions: Mapping[str, VersionRecord] = field(default_factory=dict)
     categories: Sequence[str] = ()
+    preflight_required: bool = False  # the alias's policy: a candidate needs a passed preflight to get traffic
 
 
 Result = tuple[str, AliasState]
@@ -71,13 +72,32 @@ def _fresh_rollout_id(candidate: str, now: float) -> str:
     return f"{candidate}@{now:.0f}-{os.urandom(3).hex()}"
 
 
-def start(a: AliasState, candidate: str, ctx: Context) -> Result:
+def preflight_gate(a: AliasState, candidate: str, ctx: Context, force: bool) -> None:
+    """The preflight gate (when the policy requires it): the candidate's latest preflight must have passed
+    against the alias's current stable. `force` (with a reason, recorded in the event) overrides it."""
+    if not ctx.preflight_required or force:
+        return
+    stamp = ctx.versions[candidate].preflight
+    if stamp is None:
+        why = "has no preflight"
+    elif stamp.baseline != a.stable:
+        why = f"was preflighted against {stamp.baseline!r}, not the stable {a.stable!r}"
+    elif not stamp.passed:
+        why = f"failed its preflight (suite {stamp.suite_id}, run {stamp.run_id}) on: {', '.join(stamp.failed)}"
+    else:
+        return
+    raise Refused(f"Candidate {candidate!r} {why}; the policy of `{a.name}` requires a passed preflight. Run "
+                  "`cliffguard preflight`, or override with --force and a reason.", 409, "preflight_required")
+
+
+def start(a: AliasState, candidate: str, ctx: Context, force: bool = False) -> Result:
     """A managed rollout of `candidate` from the first stage, with a fresh rollout id (fresh early users,
     fresh evidence)."""
     if candidate == a.stable:
         raise Refused("The candidate must differ from the stable version.", 400, "invalid_value")
     if candidate not in ctx.versions:
         raise Refused(f"Unknown version {candidate!r}.", 404, "unknown_version")
+    preflight_gate(a, candidate, ctx, force)
     if a.candidate and a.phase.active:
         raise Refused(f"A rollout of {a.candidate!r} is in progress on `{a.name}`; abort or roll it back first.")
     first = ctx.stage_weights[0] if ctx.stage_weights else 0.0
@@ -87,12 +107,15 @@ def start(a: AliasState, candidate: str, ctx: Context) -> Result:
         stage_started_at=ctx.now, pairs_at_stage_start=0, pinned_categories=[], paused_from=None, paused_at=None)
 
 
-def set_split(a: AliasState, candidate: str | None, weight_pct: float, ctx: Context) -> Result:
-    """An operator sets the candidate and its share by hand; the controller then only analyses."""
+def set_split(a: AliasState, candidate: str | None, weight_pct: float, ctx: Context, force: bool = False) -> Result:
+    """An operator sets the candidate and its share by hand; the controller then only analyses. Users
+    served by a new candidate need its preflight as `start` does (shadow, weight 0, does not)."""
     if candidate is not None and candidate == a.stable:
         raise Refused("The candidate must differ from the stable version.", 400, "invalid_value")
     if candidate is not None and candidate not in ctx.versions:
         raise Refused(f"Unknown version {candidate!r}.", 404, "unknown_version")
+    if candidate is not None and weight_pct > 0:
+        preflight_gate(a, candidate, ctx, force)
     split = a.with_split(candidate, _bp(weight_pct), ctx.now)
     started = a.rollout_started_at if split.rollout_id == a.rollout_id else ctx.now
     return "split_set", _next(split, ctx, phase=Phase.MANUAL, rollout_started_at=started, paused_from=None,

@@ -38,6 +38,20 @@ class Phase(StrEnum):
         return self in (Phase.SHADOW, Phase.CANARY, Phase.INCONCLUSIVE)
 
 
+class PreflightStamp(BaseModel):
+    """A candidate's latest preflight (`cliffguard preflight`), kept on its registry record: what
+    `rollout start` checks. The full result is stored under its run id (judges/preflight/store.py)."""
+
+    run_id: str
+    suite_id: str
+    suite_hash: str
+    baseline: str  # the stable version it was compared with
+    passed: bool
+    failed: list[str] = Field(default_factory=list)  # categories that failed
+    items: int = 0
+    at: float = Field(default_factory=time.time)
+
+
 class VersionRecord(BaseModel):
     name: str
     base_url: str
@@ -49,6 +63,7 @@ class VersionRecord(BaseModel):
     # the record is pruned `retention_days` later and until then can be made stable again
     retired_at: float | None = None
     retired_reason: str | None = None
+    preflight: PreflightStamp | None = None  # the latest preflight of this version as a candidate
 
 
 class AliasState(BaseModel):

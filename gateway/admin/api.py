@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import orjson
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -21,8 +21,11 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from gateway.auth import Identity
+from gateway.console.routes import SECURITY_HEADERS
 from gateway.context import GatewayContext
 from gateway.errors import GatewayError
+from monitoring.report import html as report_html
+from monitoring.report import markdown as report_md
 from router.rollout import Refused
 from router.state import AliasState
 
@@ -81,6 +84,10 @@ class EventsQuery(BaseModel):
         return v
 
 
+class ReportQuery(BaseModel):
+    format: Literal["html", "md", "json"] = Field("html", description="html (charts), md, or the data as json")
+
+
 class RateLimiter:
     """A token bucket per identity: `rate` per second, bursts of `burst`."""
 
@@ -126,6 +133,8 @@ def endpoint(ctx: GatewayContext, limiter: RateLimiter, handler: Handler, need_a
                 raise GatewayError(429, "Too many admin requests; slow down.", "rate_limit_error", None,
                                    "rate_limited")
             result = await handler(request, ident)
+            if isinstance(result, Response):  # a report: HTML or Markdown
+                return result
         except Refused as e:
             return error_response(GatewayError(e.status, str(e), "invalid_request_error", None, e.code))
         except GatewayError as e:
@@ -160,7 +169,7 @@ def alias_view(a: AliasState) -> dict[str, Any]:
 
 
 def routes(ctx: GatewayContext) -> list[Route]:
-    from gateway.admin import openapi, rollouts, versions
+    from gateway.admin import openapi, reports, rollouts, versions
 
     # reads are cheap (in-memory state) and dashboards poll them; changes get a tighter budget
     readers, writers = RateLimiter(rate=100.0, burst=200.0), RateLimiter(rate=10.0, burst=20.0)
@@ -177,12 +186,37 @@ def routes(ctx: GatewayContext) -> list[Route]:
             return {"events": await ctx.store.events_after(q.after, q.count)}
         return {"events": await ctx.store.events(q.count)}
 
+    async def report(request: Request, ident: Identity) -> Any:
+        q = parse_query(ReportQuery, request)
+        kind, ref = request.path_params["kind"], request.path_params["ref"]
+        try:
+            if kind == "preflight":
+                r = await reports.preflight_report(ctx.store, ref)
+            elif kind == "rollout":
+                r = await reports.rollout_report(
+                    ctx.store, ref, lambda a: ctx.settings.controller.policies.get(a, ctx.settings.controller.policy),
+                    list(ctx.classifier.taxonomy.names))
+            else:
+                raise GatewayError(404, f"Unknown report kind {kind!r}: preflight or rollout.", "invalid_request_error",
+                                   "kind", "unknown_report")
+        except reports.NotFound as e:
+            raise GatewayError(404, str(e), "invalid_request_error", "ref", "not_found") from None
+        if q.format == "json":
+            return r
+        if q.format == "md":
+            return Response(report_md(r), media_type="text/markdown; charset=utf-8")
+        return Response(report_html(r, stylesheet="/console/report.css"), media_type="text/html; charset=utf-8",
+                        headers=SECURITY_HEADERS)
+
+    table += [("GET", "/admin/reports/{kind}/{ref}", report, False,
+               "A preflight (run id or version) or rollout (rollout id or alias) report: html, md or json", None)]
     table += [("GET", "/admin/whoami", whoami, False, "Who the token belongs to and its role", None),
               ("GET", "/admin/events", events, False, "The audit/event log (newest first; ?after=ID to follow)",
                None)]
     out = [Route(path, endpoint(ctx, writers if method != "GET" else readers, h, admin), methods=[method])
            for method, path, h, admin, _, _ in table]
-    spec = orjson.dumps(openapi.document(table, queries={"/admin/events": EventsQuery}))
+    spec = orjson.dumps(openapi.document(table, queries={"/admin/events": EventsQuery,
+                                                          "/admin/reports/{kind}/{ref}": ReportQuery}))
 
     async def openapi_json(request: Request) -> Response:
         return Response(spec, media_type="application/json")

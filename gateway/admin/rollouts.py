@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 from starlette.requests import Request
 
 from gateway.admin.api import Reason, RequiredReason, alias_view, parse
@@ -38,11 +38,23 @@ class RequiredOp(RequiredReason, Expect):
     pass
 
 
-class Start(Op):
+class Force(BaseModel):
+    force: bool = Field(False, description="start without a passed preflight although the policy requires one "
+                                           "(needs a reason; recorded in the audit log)")
+
+    @model_validator(mode="after")
+    def _reason(self) -> Force:
+        reason = getattr(self, "reason", None)
+        if self.force and (reason is None or len(reason.strip()) < 3):
+            raise ValueError("force needs a reason (recorded in the audit log)")
+        return self
+
+
+class Start(Op, Force):
     candidate: str
 
 
-class Split(Op):
+class Split(Op, Force):
     candidate: str | None = Field(None, description="version to send traffic to; null removes it")
     weight_pct: float = Field(ge=0, le=100)
 
@@ -74,13 +86,19 @@ def handlers(ctx: GatewayContext) -> list[tuple[str, str, Any, bool, str, type[B
     async def change(request: Request, ident: Identity, body: Op | RequiredOp,
                      transition: Callable[[AliasState, rollout.Context], rollout.Result]) -> Any:
         name = request.path_params["alias"]
-        context = rollout.Context(now=time.time(), stage_weights=[s.weight_pct for s in policy(name).stages],
+        p = policy(name)
+        context = rollout.Context(now=time.time(), stage_weights=[s.weight_pct for s in p.stages],
                                   pairs_total=await pairs_total(name), versions=ctx.state.snapshot.versions,
-                                  categories=ctx.classifier.taxonomy.names)
+                                  categories=ctx.classifier.taxonomy.names, preflight_required=p.preflight.required)
+        extra = None
+        if isinstance(body, Force) and body.force:  # the override is part of the audit record
+            cand = ctx.state.snapshot.versions.get(getattr(body, "candidate", None) or "")
+            extra = {"forced": True, "preflight_required": p.preflight.required,
+                     "preflight": cand.preflight.model_dump() if cand and cand.preflight else None}
         try:
             event, before, after = await ctx.rollouts.apply(
                 name, lambda a: transition(a, context), actor=ident.name, by="operator", reason=body.reason,
-                expected_revision=body.expected_revision)
+                expected_revision=body.expected_revision, extra=extra)
         except KeyError:
             raise GatewayError(404, f"Unknown alias {name!r}.", "invalid_request_error", "alias",
                                "unknown_alias") from None
@@ -109,12 +127,14 @@ def handlers(ctx: GatewayContext) -> list[tuple[str, str, Any, bool, str, type[B
 
     async def split(request: Request, ident: Identity) -> Any:
         body = parse(Split, await request.body())
-        r = await change(request, ident, body, lambda a, c: rollout.set_split(a, body.candidate, body.weight_pct, c))
+        r = await change(request, ident, body,
+                         lambda a, c: rollout.set_split(a, body.candidate, body.weight_pct, c, body.force))
         return r["after"]
 
     async def start(request: Request, ident: Identity) -> Any:
         body = parse(Start, await request.body())
-        return (await change(request, ident, body, lambda a, c: rollout.start(a, body.candidate, c)))["after"]
+        return (await change(request, ident, body,
+                             lambda a, c: rollout.start(a, body.candidate, c, body.force)))["after"]
 
     async def promote(request: Request, ident: Identity) -> Any:
         body = parse(Promote, await request.body())

@@ -11,6 +11,7 @@ from rich.console import Console
 from gateway.cli.classifier import classifier_app, classify_cmd
 from gateway.cli.judgments import judgments_app
 from gateway.cli.ops import events, rollout_app, status, versions
+from gateway.cli.preflight import preflight_cmd, report_cmd, suite_app
 from gateway.cli.simulate import simulate_cmd
 from gateway.config import ConfigError, Settings, load_settings
 
@@ -24,6 +25,9 @@ app.add_typer(classifier_app, name="classifier")
 app.command("classify")(classify_cmd)
 app.add_typer(judgments_app, name="judgments")
 app.command("simulate")(simulate_cmd)
+app.command("preflight")(preflight_cmd)
+app.add_typer(suite_app, name="suite")
+app.command("report")(report_cmd)
 
 out = Console()
 err = Console(stderr=True)

@@ -148,9 +148,15 @@ def _op(alias: str, op: str, url: str | None, token: str | None, **body: Any) ->
 
 @rollout_app.command("start")
 def start(alias: str, candidate: Annotated[str, typer.Option(help="the version to roll out")],
-          reason: ReasonOpt = None, url: UrlOpt = None, token: TokenOpt = None) -> None:
+          reason: ReasonOpt = None,
+          force: Annotated[bool, typer.Option("--force", help="start without a passed preflight although the "
+                                                              "policy requires one (needs --reason; audited)")] = False,
+          url: UrlOpt = None, token: TokenOpt = None) -> None:
     """Start a managed rollout: the controller takes the candidate through the stages or rolls it back."""
-    _op(alias, "rollout", url, token, candidate=candidate, reason=reason)
+    if force and not (reason and len(reason.strip()) >= 3):
+        err.print("[bold red]error:[/] --force needs --reason (recorded in the audit log)")
+        raise typer.Exit(2)
+    _op(alias, "rollout", url, token, candidate=candidate, reason=reason, force=force or None)
 
 
 @rollout_app.command("promote")

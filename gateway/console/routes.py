@@ -13,6 +13,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from monitoring.report import STYLESHEET
+
 SECURITY_HEADERS = {
     "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
                                "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
@@ -33,6 +35,10 @@ def routes() -> list[Route]:
             return Response(files[name], media_type=_FILES[name], headers=SECURITY_HEADERS)
         return handler
 
+    async def report_css(request: Request) -> Response:
+        return Response(STYLESHEET, media_type="text/css; charset=utf-8", headers=SECURITY_HEADERS)
+
     return [Route("/console", serve("index.html"), methods=["GET"]),
+            Route("/console/report.css", report_css, methods=["GET"]),
             Route("/console/", serve("index.html"), methods=["GET"]),
             *(Route(f"/console/{n}", serve(n), methods=["GET"]) for n in ("console.js", "console.css"))]

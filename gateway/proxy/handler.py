@@ -21,6 +21,7 @@ import aiohttp
 from gateway.auth import Authenticator, Identity
 from gateway.config import Settings
 from gateway.errors import GatewayError, bad_request, model_not_found, unauthorized
+from gateway.feedback import Answered, RequestLog
 from gateway.proxy.model_name import ModelRewrite
 from gateway.proxy.request import CHAT, COMPLETIONS, RESPONSES, OpenAIRequest, parse, upstream_body
 from gateway.proxy.sampling import RequestSampler
@@ -82,7 +83,7 @@ class ClientGone(Exception):
 class ProxyHandler:
     def __init__(self, settings: Settings, state: LiveState, backends: Backends, auth: Authenticator,
                  classifier: RequestClassifier, sampler: RequestSampler | None,
-                 guards: GuardCounters | None = None) -> None:
+                 guards: GuardCounters | None = None, requests: RequestLog | None = None) -> None:
         self.settings = settings
         self.state = state
         self.backends = backends
@@ -90,6 +91,7 @@ class ProxyHandler:
         self.classifier = classifier
         self.sampler = sampler
         self.guards = guards
+        self.requests = requests
         self.opt_out_header = settings.judging.sampling.opt_out_header
         self.pin_wait_s = settings.classifier.pin_wait_ms / 1000
         self.max_body = settings.limits.max_body_bytes
@@ -352,6 +354,8 @@ class ProxyHandler:
                 n = ex.usage.get(f"{kind}_tokens")
                 if isinstance(n, int) and n > 0:
                     m.child(m.TOKENS, a, v, arm, cat, kind).inc(n)
+        if self.requests is not None and ex.status == 200:  # for feedback on it: one append, written later
+            self.requests.record(ex.request_id, Answered(a, ex.alias.rollout_id, v, arm, cat), ex.req.body)
         if self.guards is not None and ex.alias.candidate and arm in (Arm.STABLE, Arm.CANDIDATE):
             empty = ex.status == 200 and ex.usage is not None and ex.usage.get("completion_tokens") == 0
             self.guards.record(a, ex.alias.rollout_id, v, error=ex.status >= 500, empty=empty, ttft_s=ex.ttft_s,

@@ -30,6 +30,7 @@ class Script:
     fail_every: int = 0  # answer 500 to every Nth request (an unreliable candidate)
     chunks: int = 5
     tool_call: tuple[str, str] | None = None  # (name, arguments): answer with a tool call and no text
+    replies: dict[str, str] = field(default_factory=dict)  # marker in the last message -> the text instead
 
 
 @dataclass
@@ -114,7 +115,9 @@ class FakeBackend:
             return refused
         s = self.script
         rid = f"{self.name}-{next(self._ids)}"
-        words = [f"{w} " for w in s.text.split()][: s.chunks] or ["x"]
+        last = str((body.get("messages") or [{}])[-1].get("content") if chat else body.get("prompt"))
+        text = next((t for marker, t in s.replies.items() if marker in last), s.text)
+        words = [f"{w} " for w in text.split()][: s.chunks] or ["x"]
         usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}
         if not body.get("stream"):
             self.record.completed += 1

@@ -26,6 +26,28 @@ async function api(method, path, body) {
   return data;
 }
 
+// a report (monitoring/report.py, every text escaped by the server) in a new tab of this origin: it links
+// /console/report.css and has no script, so it renders under this page's Content-Security-Policy
+async function openReport(path) {
+  const w = window.open("", "_blank");
+  const r = await fetch(path, { headers: { "authorization": `Bearer ${token}` }, credentials: "omit", cache: "no-store" });
+  const html = await r.text();
+  if (!r.ok) { w.close(); toast(`report: ${r.status}`, true); return; }
+  w.document.open(); w.document.write(html); w.document.close();
+}
+
+function reportLinks(a, versions) {
+  const p = el("p", { class: "reports" });
+  const enc = encodeURIComponent;
+  // links, not buttons: reading a report changes nothing (read-only tokens get them too)
+  const link = (action, path, text) => el("a", { href: "#", class: "link", "data-action": action, onclick: (e) => { e.preventDefault(); openReport(path); } }, text);
+  if (a.rollout_id) p.append(link("rollout-report", `/admin/reports/rollout/${enc(a.rollout_id)}?format=html`, "Rollout report"));
+  const cand = versions.find((v) => v.name === a.candidate);
+  if (cand?.preflight) p.append(" · ", link("preflight-report", `/admin/reports/preflight/${enc(cand.preflight.run_id)}?format=html`,
+    `Preflight report (${cand.preflight.passed ? "passed" : "failed: " + cand.preflight.failed.join(", ")})`));
+  return p;
+}
+
 function toast(text, bad) {
   const t = $("#toast"); t.textContent = text; t.className = "show"; t.style.borderColor = bad ? "#a33" : "";
   setTimeout(() => { t.className = ""; }, 5000);
@@ -69,6 +91,7 @@ function aliasCard(a, stats, versions) {
   card.append(el("h2", {}, a.name, " ", el("span", { class: `phase ${a.phase}` }, a.phase)));
   card.append(el("p", {}, "stable ", el("strong", {}, a.stable), " · candidate ", el("strong", {}, a.candidate || "none"),
     ` · stage ${a.stage} · weight ${a.weight_pct}%`, a.pinned_categories.length ? ` · pinned to stable: ${a.pinned_categories.join(", ")}` : ""));
+  card.append(reportLinks(a, versions));
   if (role === "admin") {
     const b = el("div", { class: "buttons" });
     // every action carries the revision this card shows: a second click, or a click on a stale page, is refused
