@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: 
 
 from tests.support.chaos import Chaos, Phase, faults  # noqa: E402
 
-out = Console()
+out = Console(width=None if sys.stdout.isatty() else 220)
 
 
 def table(phases: list[Phase], title: str) -> Table:
@@ -56,13 +56,13 @@ async def main() -> None:
     phases: list[Phase] = []
     t0 = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="cg-chaos-") as tmp:
-        out.print(f"[bold]starting[/] redis-server, cliffguard serve (2 workers), a judge worker, backends, judge")
+        out.print("[bold]starting[/] redis-server, cliffguard serve (2 workers), a judge worker, backends, judge")
         async with Chaos(Path(tmp), clients=a.clients, users=a.users) as chaos:
             for name, fault in faults(a.redis_down_s, a.down_s):
                 out.print(f"[bold]{name}[/]: {a.load_s:g}s of load, kill -9, restart, {a.load_s:g}s more, drain")
                 phase = await chaos.run_phase(name, fault, before_s=a.load_s, after_s=a.load_s)
                 phases.append(phase)
-                out.print(table([phase], name))
+                out.print(table([phase], f"{name} ({phase.seconds:.0f}s)"))
                 for err in phase.errors:
                     out.print(f"  [dim]{err}[/]", highlight=False)
     out.print(table(phases, f"Fault injection: {a.clients} clients, {a.users} users, "

@@ -52,10 +52,13 @@ CANDIDATE_TEXT = ("Sure. Let me go through this carefully, one step at a time, a
                   "quick sanity check so you can verify it yourself.")
 
 
-def prompts() -> list[str]:
+def conversations() -> list[list[dict[str, str]]]:
+    """The labelled evaluation prompts and multi-turn conversations, as chat messages."""
     rows = []
     for name in ("classifier_eval.jsonl", "classifier_dev.jsonl"):
-        rows += [json.loads(line)["prompt"] for line in (REPO / "bench" / "data" / name).read_text().splitlines()]
+        for line in (REPO / "bench" / "data" / name).read_text().splitlines():
+            row = json.loads(line)
+            rows.append(row.get("messages") or [{"role": "user", "content": row["prompt"]}])
     return rows
 
 
@@ -122,7 +125,7 @@ class Load:
 
     def __init__(self, url: str, clients: int, users: int, seed: int = 0) -> None:
         self.url, self.clients, self.users = url, clients, users
-        self.prompts = prompts()
+        self.conversations = conversations()
         self.rng = random.Random(seed)
         self.outcomes: list[Outcome] = []
         self._stop = asyncio.Event()
@@ -140,12 +143,12 @@ class Load:
         async with openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key="unused", max_retries=0,
                                       timeout=30) as client:
             while not self._stop.is_set():
-                user, prompt = f"user-{self.rng.randrange(self.users)}", self.rng.choice(self.prompts)
+                user, messages = f"user-{self.rng.randrange(self.users)}", self.rng.choice(self.conversations)
                 stream = self.rng.random() < 0.5
                 out = Outcome(time.time(), 0.0, stream, False)
                 try:
-                    await (self._stream(client, user, prompt, out) if stream else
-                           self._plain(client, user, prompt, out))
+                    await (self._stream(client, user, messages, out) if stream else
+                           self._plain(client, user, messages, out))
                 except openai.APIStatusError as e:  # e.g. 502: stable is down
                     out.arm = e.response.headers.get("x-cliffguard-arm")
                     out.error = f"{e.status_code}: {e.message}"[:200]
@@ -156,16 +159,16 @@ class Load:
                 await asyncio.sleep(0.02)  # a client's think time
 
     @staticmethod
-    async def _plain(client: openai.AsyncOpenAI, user: str, prompt: str, out: Outcome) -> None:
+    async def _plain(client: openai.AsyncOpenAI, user: str, messages: Any, out: Outcome) -> None:
         raw = await client.chat.completions.with_raw_response.create(
-            model="bot", user=user, messages=[{"role": "user", "content": prompt}], max_tokens=64)
+            model="bot", user=user, messages=messages, max_tokens=64)
         out.arm = raw.headers.get("x-cliffguard-arm")
         out.ok = bool(raw.parse().choices[0].message.content)
 
     @staticmethod
-    async def _stream(client: openai.AsyncOpenAI, user: str, prompt: str, out: Outcome) -> None:
+    async def _stream(client: openai.AsyncOpenAI, user: str, messages: Any, out: Outcome) -> None:
         async with client.chat.completions.with_streaming_response.create(
-                model="bot", user=user, messages=[{"role": "user", "content": prompt}], max_tokens=64,
+                model="bot", user=user, messages=messages, max_tokens=64,
                 stream=True) as raw:
             out.arm = raw.headers.get("x-cliffguard-arm")
             finish = None
@@ -245,6 +248,7 @@ class Phase:
     down_s: float = 0.0
     recovery: dict[str, float] = field(default_factory=dict)
     rollout: str = "unchanged"
+    seconds: float = 0.0  # the phase, load and drain included
     errors: list[str] = field(default_factory=list)
 
 
@@ -366,23 +370,25 @@ class Chaos:
                 and await self.audit.complete(self.client))
 
     async def judged_all(self, answered_before: float) -> bool:
-        """Every sample answered before `answered_before` that was accepted is judged (or dead-lettered)."""
+        """Every sample answered before `answered_before` reached Redis and is judged (or dead-lettered)."""
+        assert self.client is not None
+        if await self.metric("cliffguard_sample_buffer_length") or not await self.audit.complete(self.client):
+            return False
         want = {i for i, ts in self.audit.accepted.items() if ts < answered_before}
         return want <= (await self.judged_ids()) | (await self.dead_ids())
 
     # -- one phase --
 
-    async def run_phase(self, name: str, fault: Callable[[Chaos, Phase], Awaitable[None]], before_s: float,
+    async def run_phase(self, name: str, fault: FaultFn, before_s: float,
                         after_s: float, drain_s: float = 180) -> Phase:
-        phase = Phase(name)
+        phase, t0 = Phase(name), time.monotonic()
         judged0, dead0, counted0 = await self.judged_ids(), await self.dead_ids(), await self.counted()
         over0 = await self.metric("cliffguard_samples_over_budget_total")
         accepted0, events0 = set(self.audit.accepted), {e["id"] for e in await self.events()}
         outcomes0 = len(self.load.outcomes)
         self.load.start()
         await asyncio.sleep(before_s)
-        t_fault = time.time()
-        await fault(self, phase)
+        t_fault = await fault(self, phase)  # when the killed process was gone: later requests are new
         await asyncio.sleep(after_s)
         await self.load.stop()
         await self.until(self.drained, drain_s, f"{name}: every sample judged")
@@ -409,14 +415,20 @@ class Chaos:
         if new_events:
             phase.rollout = "; ".join(f"{e['type']} by {e.get('by')} at +{e['ts'] - t_fault:.1f}s"
                                       f" ({(e.get('reason') or '')[:60]})" for e in new_events)
+        phase.seconds = time.monotonic() - t0
         return phase
 
 
 # -- the faults ---------------------------------------------------------------------------------------------
 
+# A fault kills something and brings it back, measuring its recovery; it returns the wall time at which the
+# killed process was gone (requests sent after it are new, the rest were in flight).
+FaultFn = Callable[[Chaos, Phase], Awaitable[float]]
 
-def redis_outage(down_s: float) -> Callable[[Chaos, Phase], Awaitable[None]]:
-    async def fault(c: Chaos, p: Phase) -> None:
+
+
+def redis_outage(down_s: float) -> FaultFn:
+    async def fault(c: Chaos, p: Phase) -> float:
         c.redis.kill()
         t0 = time.time()
         await asyncio.sleep(down_s)
@@ -425,11 +437,12 @@ def redis_outage(down_s: float) -> Callable[[Chaos, Phase], Awaitable[None]]:
         p.down_s = t_up - t0
         t = await c.until(lambda: c.judged_all(t_up), 120, "the outage's samples judged")
         p.recovery["outage samples judged after restart"] = t - t_up
+        return t0
     return fault
 
 
-def backend_kill(which: str, down_s: float) -> Callable[[Chaos, Phase], Awaitable[None]]:
-    async def fault(c: Chaos, p: Phase) -> None:
+def backend_kill(which: str, down_s: float) -> FaultFn:
+    async def fault(c: Chaos, p: Phase) -> float:
         svc = c.candidate if which == "candidate" else c.stable
         svc.kill()
         t0 = time.time()
@@ -442,6 +455,7 @@ def backend_kill(which: str, down_s: float) -> Callable[[Chaos, Phase], Awaitabl
         if which == "stable":
             t = await c.until(lambda: _served_by_stable_since(c, t_up), 30, "a request served by stable")
             p.recovery["first stable answer after restart"] = t - t_up
+        return t0
     return fault
 
 
@@ -453,8 +467,8 @@ async def _served_by_stable_since(c: Chaos, t: float) -> bool:
     return any(o.ok and o.arm == "stable" and o.start >= t for o in c.load.outcomes[-2000:])
 
 
-def judge_worker_kill(down_s: float) -> Callable[[Chaos, Phase], Awaitable[None]]:
-    async def fault(c: Chaos, p: Phase) -> None:
+def judge_worker_kill(down_s: float) -> FaultFn:
+    async def fault(c: Chaos, p: Phase) -> float:
         c.worker.kill()
         t0 = time.time()
         await asyncio.sleep(down_s)
@@ -462,21 +476,23 @@ def judge_worker_kill(down_s: float) -> Callable[[Chaos, Phase], Awaitable[None]
         p.down_s = t_up - t0
         t = await c.until(lambda: c.judged_all(t_up), 120, "the killed worker's samples judged")
         p.recovery["samples of the outage judged after restart"] = t - t_up
+        return t0
     return fault
 
 
-def gateway_worker_kill(leader: bool) -> Callable[[Chaos, Phase], Awaitable[None]]:
-    async def fault(c: Chaos, p: Phase) -> None:
+def gateway_worker_kill(leader: bool) -> FaultFn:
+    async def fault(c: Chaos, p: Phase) -> float:
         workers = c.gateway_workers()
         victim = next(pid for pid, leads in workers.items() if leads == leader)
         os.kill(victim, signal.SIGKILL)
-        t0 = time.time()
+        t0 = await c.until(lambda: _true(_gone(victim)), 10, "the killed worker gone")
         t = await c.until(lambda: _true(len(c.gateway_workers()) == 2 and victim not in c.gateway_workers()), 60,
                           "a replacement worker")
         p.recovery["replacement worker up"] = t - t0
         if leader:
             t = await c.until(lambda: _true(any(c.gateway_workers().values())), 60, "a new leader")
             p.recovery["leader re-elected"] = t - t0
+        return t0
     return fault
 
 
@@ -484,7 +500,12 @@ async def _true(v: bool) -> bool:
     return v
 
 
-FaultFn = Callable[[Chaos, Phase], Awaitable[None]]
+def _gone(pid: int) -> bool:
+    """Exited: no such process, or a zombie its supervisor has not reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def faults(redis_down_s: float, down_s: float) -> list[tuple[str, FaultFn]]:
