@@ -246,6 +246,7 @@ class Phase:
     double_counted: int = 0
     over_budget: int = 0
     down_s: float = 0.0
+    accepted_while_down: int = 0  # samples answered while the killed process was down
     recovery: dict[str, float] = field(default_factory=dict)
     rollout: str = "unchanged"
     seconds: float = 0.0  # the phase, load and drain included
@@ -255,7 +256,8 @@ class Phase:
 class Chaos:
     """The whole system on loopback; `await run_phase(name, fault)` for each fault."""
 
-    def __init__(self, tmp: Path, clients: int = 16, users: int = 1000, lease_s: float = 10.0) -> None:
+    def __init__(self, tmp: Path, clients: int = 16, users: int = 1000, worker: dict[str, Any] | None = None
+                 ) -> None:
         self.tmp = tmp
         self.redis = RedisServer(appendonly=True)
         self.stable = backend("stable", "base", STABLE_TEXT)
@@ -275,10 +277,10 @@ class Chaos:
             "aliases": [{"name": "bot", "stable": "v1"}],
             # sampling and the judging budget at their defaults; the judge and its worker are ours
             "judging": {"judge": {"base_url": f"http://127.0.0.1:{judge_port}/v1", "model": "scripted"},
-                        "worker": {"metrics_port": None}},
+                        "worker": {"metrics_port": None, **(worker or {})}},
             # a canary that neither promotes (bake time) nor regresses (the judge calls every pair a tie):
             # only a guard can end it
-            "controller": {"lease_s": lease_s, "policy": {
+            "controller": {"policy": {
                 "stages": [{"name": "canary", "weight_pct": 50}, {"name": "full", "weight_pct": 100}],
                 "min_bake_s": 86400}}}))
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(("CLIFFGUARD_", "PROMETHEUS_"))}
@@ -409,6 +411,7 @@ class Chaos:
         judged, dead = await self.judged_ids() - judged0, await self.dead_ids() - dead0
         phase.accepted, phase.judged, phase.dead = len(accepted), len(judged & accepted), len(dead & accepted)
         phase.lost = len(accepted - judged - dead)
+        phase.accepted_while_down = sum(t_fault <= self.audit.accepted[i] <= t_fault + phase.down_s for i in accepted)
         phase.double_counted = (await self.counted() - counted0) - len(judged)
         phase.over_budget = int(await self.metric("cliffguard_samples_over_budget_total") - over0)
         new_events = [e for e in reversed(await self.events()) if e["id"] not in events0]
