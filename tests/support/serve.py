@@ -54,7 +54,7 @@ def per_process(prom_dir: Path, metric: str) -> dict[int, float]:
     out: dict[int, float] = {}
     for f in prom_dir.glob("gauge_live*_*.db"):
         pid = int(f.stem.rsplit("_", 1)[1])
-        for key, value, *_ in MmapedDict.read_all_values_from_file(str(f)):
+        for key, value, *_ in MmapedDict.read_all_values_from_file(str(f)):  # type: ignore[no-untyped-call]
             if json.loads(key)[0] == metric:
                 out[pid] = out.get(pid, 0.0) + value
     return out
