@@ -34,14 +34,14 @@ out = Console(width=None if sys.stdout.isatty() else 220)
 def table(phases: list[Phase], title: str) -> Table:
     t = Table(title=title)
     for col in ("fault (kill -9)", "down s", "requests", "failed in flight (streaming)", "failed new",
-                "samples accepted (while down)", "over budget", "judged", "dead", "lost", "double-counted",
+                "samples taken", "accepted (while down)", "over budget", "judged", "dead", "lost", "double-counted",
                 "recovery", "rollout"):
         t.add_column(col)
     for p in phases:
         t.add_row(p.fault, f"{p.down_s:.1f}", str(p.requests), f"{p.failed_in_flight} ({p.failed_streaming})",
                   f"{p.failed_new}" + (f" (stable arm: {p.failed_new_stable})" if p.failed_new else ""),
-                  f"{p.accepted} ({p.accepted_while_down})", str(p.over_budget), str(p.judged), str(p.dead),
-                  str(p.lost), str(p.double_counted),
+                  str(p.sampled), f"{p.accepted} ({p.accepted_while_down})", str(p.over_budget), str(p.judged),
+                  str(p.dead), str(p.lost), str(p.double_counted),
                   "; ".join(f"{k} {v:.1f}s" for k, v in p.recovery.items()) or "-", p.rollout)
     return t
 

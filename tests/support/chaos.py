@@ -239,6 +239,7 @@ class Phase:
     failed_streaming: int = 0  # of those in flight: streams that had their first chunk
     failed_new: int = 0
     failed_new_stable: int = 0  # new failures of requests routed to stable (the stable-loss exception)
+    sampled: int = 0  # pushed to the gateways' buffers (cliffguard_samples_total)
     accepted: int = 0
     judged: int = 0
     dead: int = 0
@@ -386,6 +387,7 @@ class Chaos:
         phase, t0 = Phase(name), time.monotonic()
         judged0, dead0, counted0 = await self.judged_ids(), await self.dead_ids(), await self.counted()
         over0 = await self.metric("cliffguard_samples_over_budget_total")
+        sampled0 = await self.metric("cliffguard_samples_total")
         accepted0, events0 = set(self.audit.accepted), {e["id"] for e in await self.events()}
         outcomes0 = len(self.load.outcomes)
         self.load.start()
@@ -414,6 +416,7 @@ class Chaos:
         phase.accepted_while_down = sum(t_fault <= self.audit.accepted[i] <= t_fault + phase.down_s for i in accepted)
         phase.double_counted = (await self.counted() - counted0) - len(judged)
         phase.over_budget = int(await self.metric("cliffguard_samples_over_budget_total") - over0)
+        phase.sampled = int(await self.metric("cliffguard_samples_total") - sampled0)
         new_events = [e for e in reversed(await self.events()) if e["id"] not in events0]
         if new_events:
             phase.rollout = "; ".join(f"{e['type']} by {e.get('by')} at +{e['ts'] - t_fault:.1f}s"
