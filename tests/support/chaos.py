@@ -221,6 +221,8 @@ class Audit:
                 await client.aclose()
 
     async def complete(self, client: aioredis.Redis) -> bool:
+        if self._task is not None and self._task.done():  # a bug in the reader must not read as a lost sample
+            raise RuntimeError(f"the audit reader stopped: {self._task.exception()!r}")
         try:
             info = await client.xinfo_stream(self.key)
         except aioredis.ResponseError:  # no stream yet
@@ -395,7 +397,13 @@ class Chaos:
         t_fault = await fault(self, phase)  # when the killed process was gone: later requests are new
         await asyncio.sleep(after_s)
         await self.load.stop()
-        await self.until(self.drained, drain_s, f"{name}: every sample judged")
+        try:
+            await self.until(self.drained, drain_s, f"{name}: every sample judged")
+        except TimeoutError as e:
+            assert self.client is not None
+            raise TimeoutError(f"{e}; buffered {await self.metric('cliffguard_sample_buffer_length')}, backlog "
+                               f"{await JudgeQueue(self.client, PREFIX).backlog()}, audit read {self.audit.appended} "
+                               f"of {(await self.client.xinfo_stream(self.keys.samples))['entries-added']}") from e
         outcomes = self.load.outcomes[outcomes0:]
         phase.requests = len(outcomes)
         for o in outcomes:
