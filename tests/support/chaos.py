@@ -45,6 +45,7 @@ from tests.support.servers import RedisServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 ADMIN = {"authorization": "Bearer chaos-admin"}
+REQUEST_LIMIT_S = 45.0
 PREFIX = "chaos"
 STABLE_TEXT = ("Here is a clear answer: first restate the question, then work through it step by step, and "
                "finally give the result with a short check of why it holds.")
@@ -137,7 +138,7 @@ class Load:
 
     async def stop(self) -> None:
         self._stop.set()
-        await asyncio.gather(*self._tasks)
+        await asyncio.gather(*self._tasks)  # each request is bounded (REQUEST_LIMIT_S), so this ends
 
     async def _client(self, i: int) -> None:
         async with openai.AsyncOpenAI(base_url=f"{self.url}/v1", api_key="unused", max_retries=0,
@@ -146,9 +147,11 @@ class Load:
                 user, messages = f"user-{self.rng.randrange(self.users)}", self.rng.choice(self.conversations)
                 stream = self.rng.random() < 0.5
                 out = Outcome(time.time(), 0.0, stream, False)
-                try:
-                    await (self._stream(client, user, messages, out) if stream else
-                           self._plain(client, user, messages, out))
+                try:  # a request that hangs past the limit is a failure, never a stuck run
+                    await asyncio.wait_for(self._stream(client, user, messages, out) if stream else
+                                           self._plain(client, user, messages, out), REQUEST_LIMIT_S)
+                except TimeoutError:
+                    out.error = f"no answer within {REQUEST_LIMIT_S:g}s"
                 except openai.APIStatusError as e:  # e.g. 502: stable is down
                     out.arm = e.response.headers.get("x-cliffguard-arm")
                     out.error = f"{e.status_code}: {e.message}"[:200]
