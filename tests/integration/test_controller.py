@@ -8,17 +8,20 @@ import time
 from typing import Any
 
 import pytest
+import redis as redis_sync
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from judges.queue import JudgeQueue
+from monitoring import controller as controller_module
 from monitoring.analysis import RolloutAnalysis
 from monitoring.controller import Controller, ControllerConfig
 from monitoring.notify import Notifier
 from monitoring.policy import RolloutPolicy
 from router import rollout
+from router.registry import reconcile
 from router.state import AliasState, Phase, VersionRecord
 from router.store import StateStore, connect
 from tests.support.servers import ThreadServer
@@ -275,6 +278,31 @@ async def test_housekeeping_is_fenced_too(store):
     with pytest.raises(Fenced):
         await a.housekeeping()
     assert (await store.load()).versions["v2"].retired_at is None  # nothing written
+
+
+
+async def test_housekeeping_never_writes_from_a_view_a_concurrent_change_made_stale(store, redis_srv, monkeypatch):
+    """Housekeeping used to decide on a snapshot read outside WATCH: an operator making v2 the candidate
+    meanwhile got v2 retired under it. Now a change between the read and the write makes it decide again."""
+    a = controller(store, config(), Clock(), "a")
+    await a.lead()
+    operator = redis_sync.Redis.from_url(redis_srv.url)  # another client, as another replica would be
+    decided: list[set[str]] = []
+
+    def reconcile_racing(snap, now, retention_days):  # type: ignore[no-untyped-def]
+        update, prune = reconcile(snap, now, retention_days)
+        decided.append({v.name for v in update if v.retired_at})
+        if len(decided) == 1:  # the operator's change lands between the read and the write
+            key, raw = f"{store.prefix}:aliases", operator.hget(f"{store.prefix}:aliases", "bot")
+            operator.hset(key, "bot", AliasState.model_validate_json(raw).model_copy(
+                update={"candidate": "v2"}).model_dump_json())
+        return update, prune
+
+    monkeypatch.setattr(controller_module, "reconcile", reconcile_racing)
+    await a.housekeeping()
+    operator.close()
+    assert decided == [{"v2"}, set()]  # retired on the stale view, decided again on the changed one
+    assert (await store.load()).versions["v2"].retired_at is None
 
 
 async def test_run_loop_elects_one_leader_and_hands_over_when_it_stops(store):

@@ -18,11 +18,10 @@ from pathlib import Path
 
 import httpx
 import yaml
-from prometheus_client.mmap_dict import MmapedDict
 
-from tests.integration.test_serve import running, start, stop, wait_up
 from tests.support.fake_judge import FakeJudge
 from tests.support.metrics import sample
+from tests.support.serve import per_process, running, start, stop, wait_up
 from tests.support.servers import ThreadServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -152,15 +151,6 @@ def test_every_panel_and_recording_rule_returns_data_from_a_real_prometheus(tmp_
             stop(gw)
 
 
-def per_process(prom_dir: Path, metric: str) -> dict[int, float]:
-    """A live gauge's value in each process that still has files (what /metrics merges)."""
-    out: dict[int, float] = {}
-    for f in prom_dir.glob("gauge_live*_*.db"):
-        pid = int(f.stem.rsplit("_", 1)[1])
-        for key, value, *_ in MmapedDict.read_all_values_from_file(str(f)):
-            if json.loads(key)[0] == metric:
-                out[pid] = out.get(pid, 0.0) + value
-    return out
 
 
 def wait_for(check, what, timeout: float = 30):  # type: ignore[no-untyped-def]

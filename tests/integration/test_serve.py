@@ -7,7 +7,6 @@ import os
 import signal
 import stat
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,33 +18,8 @@ from openai import OpenAI
 from prometheus_client.mmap_dict import MmapedDict
 
 from tests.support.metrics import sample
+from tests.support.serve import CLI, running, start, stop, wait_up
 from tests.support.servers import free_port
-
-CLI = [sys.executable, "-m", "gateway.cli"]
-
-
-def start(config: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([*CLI, "serve", "--config", str(config), "--log-level", "warning"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(proc.stdout.read().decode() if proc.stdout else "exited")
-        try:
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    raise AssertionError("gateway did not start")
-
-
-def stop(proc: subprocess.Popen[bytes]) -> str:
-    os.killpg(proc.pid, signal.SIGINT)
-    out, _ = proc.communicate(timeout=30)
-    return out.decode()
 
 
 @pytest.fixture
@@ -124,12 +98,6 @@ def _redis_pid(data_dir: Path) -> tuple[int, Path]:
     return int((tmp / "redis.pid").read_text()), tmp
 
 
-def running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize(("sig", "workers", "group"), [

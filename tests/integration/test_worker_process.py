@@ -13,9 +13,9 @@ import time
 import httpx
 import yaml
 
-from tests.integration.test_serve import start, stop, wait_up
 from tests.support.fake_judge import FakeJudge
 from tests.support.metrics import sample
+from tests.support.serve import start, stop, wait_up
 from tests.support.servers import ThreadServer, free_port
 
 

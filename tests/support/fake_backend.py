@@ -243,3 +243,29 @@ class FakeBackend:
         except asyncio.CancelledError:
             self.record.cancelled += 1
             raise
+
+
+def main() -> None:
+    """`python -m tests.support.fake_backend --port P ...`: the backend as its own process, so a fault
+    injection can kill it with SIGKILL and start it again on the same port."""
+    import argparse
+
+    import uvicorn
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--name", default="fake")
+    ap.add_argument("--model", default="fake")
+    ap.add_argument("--text", default=Script.text)
+    ap.add_argument("--chunks", type=int, default=Script.chunks)
+    ap.add_argument("--chunk-delay-s", type=float, default=0.0)
+    ap.add_argument("--head-delay-s", type=float, default=0.0)
+    a = ap.parse_args()
+    fb = FakeBackend(a.name, model=a.model, text=a.text, chunks=a.chunks, chunk_delay_s=a.chunk_delay_s,
+                     head_delay_s=a.head_delay_s)
+    uvicorn.run(fb.app, host="127.0.0.1", port=a.port, loop="uvloop", http="httptools", log_level="warning",
+                access_log=False)
+
+
+if __name__ == "__main__":
+    main()

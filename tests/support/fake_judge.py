@@ -58,3 +58,21 @@ class FakeJudge:
                              "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                                           "finish_reason": "stop"}],
                              "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+
+
+def main() -> None:
+    """`python -m tests.support.fake_judge --port P --mode tie`: the judge as its own process."""
+    import argparse
+
+    import uvicorn
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--mode", default=FakeJudge.mode)
+    a = ap.parse_args()
+    uvicorn.run(FakeJudge(a.mode).app, host="127.0.0.1", port=a.port, loop="uvloop", http="httptools",
+                log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
