@@ -27,6 +27,9 @@ class WorkerConfig(BaseModel):
     concurrency: int = Field(16, ge=1, description="messages processed at once")
     max_attempts: int = Field(5, ge=1, description="deliveries before a message goes to the dead letters")
     retry_backoff_s: float = Field(0.5, gt=0, description="first in-process retry delay (doubles)")
+    attempts_in_process: int = Field(6, ge=1, description="tries before a failing sample is left for a later "
+                                                          "claim: 6 with the default backoff span about 15 s, "
+                                                          "so a backend restart delays its samples by seconds")
     claim_idle_s: float = Field(60.0, gt=0, description="pending this long under a live worker: claimed for a retry")
     dead_after_s: float = Field(10.0, gt=0, description="a worker without a heartbeat this long is gone: its "
                                                         "pending samples are claimed at once")

@@ -211,7 +211,8 @@ class JudgeWorker:
             await self._dead(entry_id, fields, "max_attempts exceeded")
             return
         delay = self.cfg.worker.retry_backoff_s
-        for attempt in range(3):  # quick in-process retries; later ones come through redelivery
+        tries = self.cfg.worker.attempts_in_process
+        for attempt in range(tries):  # in-process retries ride out a blip; later ones come through redelivery
             try:
                 recorded = await self._judge(sample)
                 self.stats.judged += int(recorded)
@@ -226,7 +227,7 @@ class JudgeWorker:
                 m.JUDGE_FAILURES.labels(reason).inc()
                 self.stats.failed_attempts += 1
                 log.warning("sample %s attempt %d failed: %s", sample.request_id, attempt + 1, e)
-                if attempt < 2:
+                if attempt < tries - 1:
                     await asyncio.sleep(delay)
                     delay *= 2
             except RedisError as e:  # not an outage (those are retried): leave it pending for a later try

@@ -55,6 +55,7 @@ class GuardReport(BaseModel):
     candidate_requests: int
     stable_requests: int
     edge_s: float | None
+    window_minutes: int | None = None
     detail: str
 
 
@@ -91,7 +92,7 @@ def category_stats(wins: int, ties: int, losses: int, tolerance: float, rollback
 
 def analyse_rollout(policy: RolloutPolicy, categories: list[str], alias: AliasState,
                     stats: Mapping[str, Mapping[str, int]], guard_hash: Mapping[Any, Any], now: float,
-                    ) -> RolloutAnalysis:
+                    recent_hashes: list[Mapping[Any, Any]] | None = None) -> RolloutAnalysis:
     """`categories`: the configured taxonomy (the rollback test's error budget is split over its acting
     ones, whatever has data so far); `stats`: the judges' counts per category; `guard_hash`: the guard
     counters' Redis hash for this rollout."""
@@ -113,7 +114,8 @@ def analyse_rollout(policy: RolloutPolicy, categories: list[str], alias: AliasSt
                                       pair_rate=rate, eta_s=eta, inconsistent=v.get("inconsistent", 0))
     counts = g.parse(guard_hash)
     candidate = alias.candidate or ""
-    guards = g.evaluate(policy.guards, counts, alias.stable, candidate) if candidate else {}
+    recent = g.merge(recent_hashes) if recent_hashes is not None else None
+    guards = g.evaluate(policy.guards, counts, alias.stable, candidate, recent) if candidate else {}
     pairs_total = sum(r.n for r in reports.values())
     in_stage = pairs_total - alias.pairs_at_stage_start
     return RolloutAnalysis(

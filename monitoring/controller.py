@@ -150,10 +150,16 @@ class Controller:
     async def evaluate(self, alias: AliasState) -> tuple[RolloutAnalysis, Decision]:
         policy = self.policy(alias.name)
         stats = await self.queue.stats(alias.name, alias.rollout_id)
-        guard_hash = await self.redis.hgetall(guards.key(self.store.prefix, alias.name, alias.rollout_id))
         now = self.clock()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(guards.key(self.store.prefix, alias.name, alias.rollout_id))
+        for k in guards.window_keys(self.store.prefix, alias.name, alias.rollout_id, time.time(),
+                                    policy.guards.window_minutes):
+            pipe.hgetall(k)
+        guard_hash, *recent = await pipe.execute()
         # the statistics leave the event loop (the gateway's proxy runs on it); unchanged counts are cached
-        analysis = await asyncio.to_thread(analyse_rollout, policy, self.categories, alias, stats, guard_hash, now)
+        analysis = await asyncio.to_thread(analyse_rollout, policy, self.categories, alias, stats, guard_hash, now,
+                                           recent)
         progress = Progress(alias.phase, alias.stage, alias.stage_started_at, alias.pairs_at_stage_start,
                             tuple(alias.pinned_categories))
         decision = decide(policy, progress, analysis.evidence(), now, analysis.guards)

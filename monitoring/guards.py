@@ -8,6 +8,13 @@ on evidence: the candidate's rate is above stable's * ratio + slack even at the 
 and stable's upper bound. The TTFT and latency guards compare, at every bucket edge, the share of
 requests slower than the edge (the error budget split over the edges): a candidate one bucket slower in
 its tail does not trip them, a real slowdown does.
+
+Errors and empty answers are also counted per minute (`window_key`) and compared over the last
+`Guards.window_minutes`: over a whole rollout, a candidate that dies after hours of good service needs
+errors in proportion to everything it served before its rate looks wrong; over the window it trips as
+fast as at the start. The window's comparison has its own half of the guard's error budget. (It is
+repeated on new data every minute, so over a very long rollout its false-trip rate is not bounded by
+alpha; the ratio and slack keep it negligible for versions that do not differ.)
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from bisect import bisect_left
 from collections import Counter
 from collections.abc import Mapping
@@ -33,10 +41,22 @@ log = logging.getLogger("cliffguard.guards")
 TTFT_EDGES = tuple(round(0.01 * 1.25 ** i, 4) for i in range(38))  # 10 ms .. ~48 s
 LATENCY_EDGES = tuple(round(0.025 * 1.25 ** i, 4) for i in range(45))  # 25 ms .. ~5 min
 TTL_S = 7 * 86400
+WINDOW_TTL_S = 3600  # per-minute counters: the longest window anyone would set, and some
+WINDOWED = ("requests", "errors", "empty")
 
 
 def key(prefix: str, alias: str, rollout_id: str) -> str:
     return f"{prefix}:guards:{alias}:{rollout_id}"
+
+
+def window_key(prefix: str, alias: str, rollout_id: str, minute: int) -> str:
+    return f"{prefix}:guardwin:{alias}:{rollout_id}:{minute}"
+
+
+def window_keys(prefix: str, alias: str, rollout_id: str, now: float, minutes: int) -> list[str]:
+    """The last `minutes` whole minutes and the current one."""
+    current = int(now // 60)
+    return [window_key(prefix, alias, rollout_id, m) for m in range(current - minutes, current + 1)]
 
 
 class GuardCounters:
@@ -52,12 +72,16 @@ class GuardCounters:
         """One request (or shadow generation) of `version`. `category` is given for requests the version
         served to a user: the candidate's exposure."""
         k = key(self.prefix, alias, rollout_id)
+        w = window_key(self.prefix, alias, rollout_id, int(time.time() // 60))
         p = self._pending
         p[(k, version, "requests")] += 1
+        p[(w, version, "requests")] += 1
         if error:
             p[(k, version, "errors")] += 1
+            p[(w, version, "errors")] += 1
         if empty:
             p[(k, version, "empty")] += 1
+            p[(w, version, "empty")] += 1
         if ttft_s is not None:
             p[(k, version, f"ttft:{bisect_left(TTFT_EDGES, ttft_s)}")] += 1
         if latency_s is not None:
@@ -80,10 +104,10 @@ class GuardCounters:
             return
         batch, self._pending = self._pending, Counter()
         pipe = self.redis.pipeline(transaction=False)
-        for k in {k for k, _, _ in batch}:
-            pipe.expire(k, TTL_S)
         for (k, version, f), n in batch.items():
             pipe.hincrby(k, f"{version}:{f}", n)
+        for k in {k for k, _, _ in batch}:  # after the writes: EXPIRE on a key not yet there does nothing
+            pipe.expire(k, WINDOW_TTL_S if k.startswith(f"{self.prefix}:guardwin:") else TTL_S)
         try:
             await pipe.execute()
         except (RedisError, OSError):
@@ -145,10 +169,13 @@ class GuardResult:
     candidate_requests: int
     stable_requests: int
     edge_s: float | None = None  # for ttft and latency: "share of requests slower than edge_s"
+    window_minutes: int | None = None  # counts of the last minutes only (None: the whole rollout)
 
     @property
     def detail(self) -> str:
         what = f"share slower than {self.edge_s:g} s" if self.edge_s is not None else "rate"
+        if self.window_minutes is not None:
+            what += f" over the last {self.window_minutes} min"
         return (f"{self.name}: candidate {what} {self.candidate:.4g} (lower bound {self.candidate_lower:.4g}) "
                 f"vs limit {self.limit:.4g} (stable {self.stable:.4g}, upper bound {self.stable_upper:.4g}; "
                 f"{self.candidate_requests} vs {self.stable_requests} "
@@ -156,7 +183,7 @@ class GuardResult:
 
 
 def _compare(name: str, g: Guard, kc: Any, nc: Any, ks: Any, ns: Any, alpha: float,
-             edges: tuple[float, ...] | None = None) -> GuardResult | None:
+             edges: tuple[float, ...] | None = None, window_minutes: int | None = None) -> GuardResult | None:
     """Rates k/n of the candidate and stable (arrays over edges for the tail guards)."""
     kc, nc, ks, ns = (np.atleast_1d(np.asarray(x, dtype=np.int64)) for x in (kc, nc, ks, ns))
     if not kc.size or int(nc.max()) < g.min_requests or int(ns.max()) < g.min_requests:
@@ -167,7 +194,8 @@ def _compare(name: str, g: Guard, kc: Any, nc: Any, ks: Any, ns: Any, alpha: flo
     limit = s_hi * g.ratio + g.slack
     i = int(np.argmax(c_lo - limit))  # the most telling edge
     return GuardResult(name, bool(c_lo[i] > limit[i]), float(kc[i] / nc[i]), float(c_lo[i]), float(ks[i] / ns[i]),
-                       float(s_hi[i]), float(limit[i]), int(nc[i]), int(ns[i]), edges[i] if edges else None)
+                       float(s_hi[i]), float(limit[i]), int(nc[i]), int(ns[i]), edges[i] if edges else None,
+                       window_minutes)
 
 
 def _tail(hist_c: dict[int, int], hist_s: dict[int, int], edges: tuple[float, ...]
@@ -187,14 +215,37 @@ def _tail(hist_c: dict[int, int], hist_s: dict[int, int], edges: tuple[float, ..
     return above_c, nc, above_s, ns, tuple(kept)
 
 
-def evaluate(guards: Guards, counts: dict[str, VersionCounts], stable: str, candidate: str) -> dict[str, GuardResult]:
-    """Every active guard with enough data, candidate against stable."""
+def merge(hashes: list[Mapping[Any, Any]]) -> dict[str, VersionCounts]:
+    """The per-minute hashes of a window, summed (only requests, errors and empty answers are windowed)."""
+    out: dict[str, VersionCounts] = {}
+    for part in hashes:
+        for version, c in parse(part).items():
+            total = out.setdefault(version, VersionCounts())
+            for attr in WINDOWED:
+                setattr(total, attr, getattr(total, attr) + getattr(c, attr))
+    return out
+
+
+def evaluate(guards: Guards, counts: dict[str, VersionCounts], stable: str, candidate: str,
+             recent: dict[str, VersionCounts] | None = None) -> dict[str, GuardResult]:
+    """Every active guard with enough data, candidate against stable. `recent`: the counts of the last
+    `window_minutes`, for the error and empty-answer guards (each comparison with half the budget)."""
     c, s = counts.get(candidate, VersionCounts()), counts.get(stable, VersionCounts())
     out: dict[str, GuardResult] = {}
     for name, g in guards.active().items():
         if name in ("error_rate", "empty_rate"):
             attr = "errors" if name == "error_rate" else "empty"
-            r = _compare(name, g, getattr(c, attr), c.requests, getattr(s, attr), s.requests, guards.alpha)
+            if recent is None:
+                r = _compare(name, g, getattr(c, attr), c.requests, getattr(s, attr), s.requests, guards.alpha)
+            else:
+                rc, rs = recent.get(candidate, VersionCounts()), recent.get(stable, VersionCounts())
+                found = [x for x in (
+                    _compare(name, g, getattr(c, attr), c.requests, getattr(s, attr), s.requests, guards.alpha / 2),
+                    _compare(name, g, getattr(rc, attr), rc.requests, getattr(rs, attr), rs.requests,
+                             guards.alpha / 2, window_minutes=guards.window_minutes),
+                ) if x is not None]
+                # the tripped one if any, else the whole rollout's (the one shown while all is well)
+                r = next((x for x in found if x.tripped), found[0] if found else None)
         elif name == "negative_feedback":
             r = _compare(name, g, c.negative, c.feedback, s.negative, s.feedback, guards.alpha)
         else:

@@ -43,6 +43,8 @@ class Guards(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     alpha: float = Field(0.01, gt=0, lt=1, description="chance of a false trip, per guard and rollout")
+    window_minutes: int = Field(5, ge=1, le=50, description="error and empty-answer rates are also compared over "
+                                "the last minutes, so a candidate failing after a long good run trips at once")
     error_rate: Guard | None = Field(default_factory=lambda: Guard(ratio=2.0, slack=0.01))
     empty_rate: Guard | None = Field(default_factory=lambda: Guard(ratio=2.0, slack=0.02))
     ttft: Guard | None = Field(default_factory=lambda: Guard(ratio=1.5, slack=0.02))

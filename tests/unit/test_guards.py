@@ -58,3 +58,39 @@ def test_the_redis_hash_parses_into_counts_and_exposure():
     assert c["v1"].requests == 10 and c["v1"].errors == 1
     assert c["v2"].ttft == {3: 4} and c["v2"].latency == {7: 2} and c["v2"].served == {"math": 5}
     assert g.quantile({0: 90, 5: 10}, g.TTFT_EDGES, 0.95) == g.TTFT_EDGES[5]
+
+
+def test_a_candidate_that_fails_after_a_long_good_run_trips_on_the_recent_window():
+    # hours of good service: 200k requests at stable's 1%; then 5 minutes of 50% errors
+    whole = {"v1": counts(400_000, 4000), "v2": counts(200_600, 2000 + 300)}
+    recent = {"v1": counts(1200, 12), "v2": counts(600, 300)}
+    assert not g.evaluate(Guards(), whole, "v1", "v2")["error_rate"].tripped  # the whole rollout hides it
+    r = g.evaluate(Guards(), whole, "v1", "v2", recent)["error_rate"]
+    assert r.tripped and r.window_minutes == 5 and "over the last 5 min" in r.detail
+    # the same window with the candidate as good as stable: nothing trips, the whole rollout is shown
+    calm = g.evaluate(Guards(), whole, "v1", "v2", {"v1": counts(1200, 12), "v2": counts(600, 7)})["error_rate"]
+    assert not calm.tripped and calm.window_minutes is None
+
+
+def test_window_counters_are_per_minute_and_summed_over_the_window():
+    keys = g.window_keys("p", "bot", "r1", now=60 * 1000 + 30, minutes=5)
+    assert keys[0] == "p:guardwin:bot:r1:995" and keys[-1] == "p:guardwin:bot:r1:1000" and len(keys) == 6
+    merged = g.merge([{b"v2:requests": b"10", b"v2:errors": b"2", b"v2:ttft:3": b"9"}, {b"v2:requests": b"5"}, {}])
+    assert (merged["v2"].requests, merged["v2"].errors, merged["v2"].ttft) == (15, 2, {})
+
+
+async def test_counters_write_the_window_with_a_short_ttl(redis_srv, key_prefix):
+    import time
+
+    from router.store import connect
+
+    r = connect(redis_srv.url)
+    try:
+        counters = g.GuardCounters(r, key_prefix)
+        counters.record("bot", "r1", "v2", error=True, empty=False, ttft_s=None)
+        await counters.flush()
+        wk = g.window_key(key_prefix, "bot", "r1", int(time.time() // 60))
+        assert await r.hgetall(wk) == {b"v2:requests": b"1", b"v2:errors": b"1"}
+        assert 0 < await r.ttl(wk) <= g.WINDOW_TTL_S < await r.ttl(g.key(key_prefix, "bot", "r1"))
+    finally:
+        await r.aclose()
