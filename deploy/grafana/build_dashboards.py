@@ -143,6 +143,18 @@ def rollout_dashboard() -> dict[str, Any]:
                f"(rate(cliffguard_classifier_confidence_bucket{{{A}}}[5m])))", "p10 {{arm}} {{layer}}", "B")],
         unit="percentunit")
 
+    L.row("User feedback")
+    negative = f'sum by (arm) (rate(cliffguard_feedback_total{{{A},sentiment="negative"}}[30m]))'
+    rated = f"sum by (arm) (rate(cliffguard_feedback_total{{{A}}}[30m]))"
+    L.add("timeseries", "Negative feedback share by arm (30m)", [
+        target(f"({negative} or {rated} * 0) / clamp_min({rated}, 1e-9)", "{{arm}}")], unit="percentunit")
+    L.add("timeseries", "Feedback per second by arm and sentiment", [
+        target(f"sum by (arm, sentiment) (rate(cliffguard_feedback_total{{{A}}}[5m]))", "{{arm}} {{sentiment}}")],
+        unit="reqps")
+    L.add("timeseries", "Regenerated answers per second by arm and category", [
+        target(f"sum by (arm, category) (rate(cliffguard_regenerations_total{{{A}}}[5m]))", "{{arm}} {{category}}")],
+        unit="reqps")
+
     L.row("Judges")
     L.add("timeseries", "Judge calls and failures", [
         target("sum by (result) (rate(cliffguard_judge_calls_total[5m]))", "calls {{result}}", "A"),

@@ -124,9 +124,13 @@ def test_every_panel_and_recording_rule_returns_data_from_a_real_prometheus(tmp_
             i = 0
             with httpx.Client(base_url=url, timeout=10) as h:
                 while time.monotonic() < deadline:  # traffic: plain and streamed, two categories, many users
-                    h.post("/v1/chat/completions", headers={"x-cliffguard-category": ("writing", "math")[i % 2]},
-                           json={"model": "bot", "user": f"u{i % 50}", "stream": i % 3 == 0,
-                                 "messages": [{"role": "user", "content": f"question {i}"}]})
+                    r = h.post("/v1/chat/completions",
+                               headers={"x-cliffguard-category": ("writing", "math")[i % 2]},
+                               json={"model": "bot", "user": f"u{i // 2 % 50}", "stream": i % 3 == 0,
+                                     "messages": [{"role": "user", "content": f"question {i // 2}"}]})
+                    if i % 4 == 1:  # users rate some answers (the feedback row); `question {i // 2}`
+                        h.post("/v1/feedback", json={"request_id": r.headers["x-request-id"],  # is asked twice:
+                                                     "score": ("up", "down")[i % 8 == 1]})  # regenerations
                     i += 1
                     time.sleep(0.02)
             prom = f"http://127.0.0.1:{prom_port}/api/v1/query"
