@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from router.classify.ascii_tokens import AsciiWordPiece
 from router.classify.features import MAX_TOKENS as MAX_LEXICAL_TOKENS
 
 log = logging.getLogger("cliffguard.classifier")
@@ -122,6 +123,7 @@ class StaticEmbedder:
         self.vocab_size = int(self.tokenizer.get_vocab_size())
         # the fast batch skips character offsets we do not use (about 20% cheaper; tokenizers >= 0.21)
         self._tokenize = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        self._ascii = AsciiWordPiece(self.tokenizer)
 
     @staticmethod
     def _table(path: Path, cache_dir: Path, threads: int) -> np.ndarray:
@@ -142,9 +144,19 @@ class StaticEmbedder:
     def encode(self, texts: list[str]) -> np.ndarray:
         return self.encode_with_ids(texts)[0]
 
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """The first MAX_LEXICAL_TOKENS WordPiece ids of each text: ASCII text by the memoised fast path,
+        the rest by the tokenizer."""
+        found = [self._ascii.ids(t, MAX_LEXICAL_TOKENS) for t in texts]
+        rest = [i for i, ids in enumerate(found) if ids is None]
+        if rest:
+            for i, enc in zip(rest, self._tokenize([texts[i] for i in rest], add_special_tokens=False), strict=True):
+                found[i] = enc.ids[:MAX_LEXICAL_TOKENS]
+        return found  # type: ignore[return-value]  # every None was filled
+
     def encode_with_ids(self, texts: list[str]) -> tuple[np.ndarray, list[list[int]]]:
         out = np.empty((len(texts), self.table.shape[1]), dtype=np.float32)
-        ids = [enc.ids[:MAX_LEXICAL_TOKENS] for enc in self._tokenize(texts, add_special_tokens=False)]
+        ids = self.token_ids(texts)
         for row, seq in enumerate(ids):
             v = self.table[seq[:self.max_tokens] or [self.unk]].mean(axis=0, dtype=np.float32)
             out[row] = v / (np.linalg.norm(v) + 1e-9)
