@@ -196,21 +196,24 @@ class Audit:
         self.accepted: dict[str, float] = {}  # request id -> answered at
         self.appended = 0  # entries read, duplicates included
         self._last = "0-0"
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._follow())
 
     async def stop(self) -> None:
+        self._stopping = True  # redis-py may turn a cancel inside a command into a RedisError: a flag too
         if self._task:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(self._task, return_exceptions=True), 10)
 
     async def _follow(self) -> None:
-        while True:
+        while not self._stopping:
             client = aioredis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=1)
             try:
-                while True:
+                while not self._stopping:
                     resp: Any = await client.xread({self.key: self._last}, count=1000, block=200)
                     for _, entries in resp or []:
                         for entry_id, fields in entries:
@@ -314,15 +317,17 @@ class Chaos:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.audit.stop()
-        if self.client is not None:
-            await self.client.aclose()
-        self.worker.stop()
-        if self.gateway is not None and self.gateway.poll() is None:
-            stop(self.gateway)
-        for s in (self.stable, self.candidate, self.judge):
-            s.stop()
-        self.redis.stop()
+        try:
+            await self.audit.stop()
+            if self.client is not None:
+                await self.client.aclose()
+        finally:  # the processes go whatever happened above (Ctrl-C included): nothing is left running
+            self.worker.stop()
+            if self.gateway is not None and self.gateway.poll() is None:
+                stop(self.gateway)
+            for s in (self.stable, self.candidate, self.judge):
+                s.stop()
+            self.redis.stop()
 
     # -- what the system says --
 
