@@ -10,6 +10,7 @@ from router.classify.conversation import (
     N_FEATURES,
     Batch,
     Slots,
+    closing,
     fold,
     gate_matrix,
     select_parts,
@@ -187,3 +188,27 @@ def test_report_splits_by_kind_and_buckets_confidence():
     assert calibration([True], [1.0])["buckets"][0]["to"] == 1.0
     assert row_kind(["user"]) == "single" and row_kind(["system", "user"]) == "conversation"
     assert row_kind(["user", "assistant", "user"]) == "conversation"
+
+
+@pytest.mark.parametrize("text", ["thanks, that's perfect", "lol ok", "who made you?", "are you gpt-4?", "asdfghjk",
+                                  "zzzzzz", "👍", "merci !", "great, all good, bye", "ok I'm done, gotta go"])
+def test_closing_turns_exercise_no_capability(text):
+    assert closing(text) and text_features(text)[2] == 1.0
+
+
+@pytest.mark.parametrize("text", ["thanks, now make it shorter", "ok and now?", "why?", "descending please",
+                                  "perfect, but in French", "who made the first computer?", "great, one more"])
+def test_follow_ups_and_tasks_are_not_closing_turns(text):
+    assert not closing(text)
+
+
+def test_a_closing_turn_after_a_task_is_other_whatever_the_model_says():
+    first = "Solve 3x + 7 = 25 for x"
+    assert label(["", first, "thanks, that's perfect"], [NONE, MATH, MATH]) == "other"
+    assert label(["", first, "and for 3x + 7 = 31?"], [NONE, MATH, FOLLOW]) == "math"
+
+
+def test_a_gate_fitted_before_the_closing_feature_still_loads():
+    old = np.arange(2 * (N_FEATURES - 1 + 4), dtype=np.float64).reshape(2, -1)
+    g = gate_matrix(old, 4)
+    assert g.shape == (2, N_FEATURES + 4) and (g[:, N_FEATURES - 1] == 0).all()
