@@ -54,10 +54,10 @@ _CLOSING_WORDS = (
     r"all good|that'?s all( i (wanted|needed))?|all set|we'?re done|done")
 CLOSING = re.compile(rf"^(?:[\s\W_]*(?:{_CLOSING_WORDS})(?![\w']))+[\s\W_]*$", re.IGNORECASE)
 META = re.compile(
-    r"^\W*((hi|hello|hey|ok(ay)?|cool|and|so|btw)\W+)*(who (made|built|created|trained|are) you|"
+    r"^\W*((hi|hello|hey|ok(ay)?|cool|and|so|btw)\W+)*(who (made|built|created|trained|are) (you|u)|"
     r"what('?s| is) your name|are you (a |an )?(bot|human|real|person|robot|ai|chatgpt|gpt|sentient|alive|still there)|"
     r"what (model|llm|ai) are you|which (model|ai|llm)|do you have feelings|do you (dream|remember|store)|"
-    r"can you remember|how are you|what can you do)", re.IGNORECASE)
+    r"can (you|u) remember|how are (you|u)|what can (you|u) do)", re.IGNORECASE)
 # keyboard mash: one letter repeated, or a run of keys from one row of the keyboard
 MASH = re.compile(r"^\W*(?:(\w)\1{3,}|[qwertyuiop]{6,}|[asdfghjkl;]{6,}|[zxcvbnm]{5,})\W*$", re.IGNORECASE)
 # gate features: bias, log words, refers back, own confidence, agreement with the state, state `other`,

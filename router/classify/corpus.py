@@ -300,7 +300,7 @@ def corpus(categories: frozenset[str]) -> tuple[Example, ...]:
     rows += _composed(rng, set(categories))
     closings = _closings(rng) if "other" in pool else []
     for i, t in enumerate(closings):
-        rows.extend(_single(v, "other", f"closing:{i}") for v in [t, *_variants(t, rng)])
+        rows.append(_single(t, "other", f"closing:{i}"))
     rows += _conversations(rng, pool, set(categories), closings)
     if pool:  # follow-ups fit any taxonomy, but need the corpus's conversations to teach the gate
         rows += _follow_ups(rng)
