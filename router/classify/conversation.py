@@ -61,21 +61,30 @@ META = re.compile(
 # keyboard mash: one letter repeated, or a run of keys from one row of the keyboard
 MASH = re.compile(r"^\W*(?:(\w)\1{3,}|[qwertyuiop]{6,}|[asdfghjkl;]{6,}|[zxcvbnm]{5,})\W*$", re.IGNORECASE)
 # gate features: bias, log words, refers back, own confidence, agreement with the state, state `other`,
-# own `other`, own FOLLOW_UP, no capability (a closing turn); then one weight per class of the state
+# own `other`, own FOLLOW_UP, no capability (a closing turn); then one weight per class of the state, and
+# one per class of the part itself (a short turn that looks like reasoning on its own, "why is that?",
+# is weak evidence of a switch: the fit learns how much each category's own look is worth)
 N_FEATURES = 9
 # a hand-set prior (long confident parts switch, follow-ups and `other` inherit, closings switch), used
 # only when a head is fitted without conversations to learn the gate from
 DEFAULT_GATE = np.array([-4.0, 1.2, -1.0, 2.5, 0.0, 3.0, -3.0, -4.0, 8.0], dtype=np.float64)
 
 
+def gate_width(classes: int) -> int:
+    return N_FEATURES + 2 * classes
+
+
 def gate_matrix(gate: np.ndarray, classes: int) -> np.ndarray:
-    """The gate as (2, N_FEATURES + classes): row 0 for the first user turn after a system prompt, row 1
-    for later turns. A legacy gate of N_FEATURES weights applies to both, with no per-class terms."""
-    if gate.shape == (2, N_FEATURES + classes):
+    """The gate as (2, gate_width): row 0 for the first user turn after a system prompt, row 1 for later
+    turns. Older gates get zero weights for what they lack (the closing feature, the part's own classes);
+    a legacy gate of N_FEATURES weights applies to both rows, with no per-class terms."""
+    if gate.shape == (2, gate_width(classes)):
         return gate
     if gate.shape == (2, N_FEATURES - 1 + classes):  # fitted before the closing feature: it weighs nothing
-        return np.insert(gate, N_FEATURES - 1, 0.0, axis=1)
-    row = np.concatenate([gate if gate.shape == (N_FEATURES,) else DEFAULT_GATE, np.zeros(classes)])
+        gate = np.insert(gate, N_FEATURES - 1, 0.0, axis=1)
+    if gate.shape == (2, N_FEATURES + classes):  # fitted before the part's own per-class weights
+        return np.concatenate([gate, np.zeros((2, classes))], axis=1)
+    row = np.concatenate([gate if gate.shape == (N_FEATURES,) else DEFAULT_GATE, np.zeros(2 * classes)])
     return np.stack([row, row])
 
 
@@ -169,7 +178,7 @@ def fold(batch: Batch, gate: np.ndarray, slots: Slots) -> np.ndarray:
              + w[6] * (own[:, slots.other] if slots.other is not None else zero)
              + w[7] * (raw[:, slots.follow] if slots.follow is not None else zero)
              + w[8] * batch.text[j][:, 2]
-             + state @ w[N_FEATURES:])
+             + state @ w[N_FEATURES:N_FEATURES + classes] + own @ w[N_FEATURES + classes:])
         g = np.where(started, 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30))), 1.0)[:, None]
         state = np.where(batch.mask[j][:, None], g * own + (1 - g) * state, state)
         started |= batch.mask[j]

@@ -13,6 +13,7 @@ from router.classify.conversation import (
     closing,
     fold,
     gate_matrix,
+    gate_width,
     select_parts,
     sharpen,
     text_features,
@@ -46,7 +47,7 @@ def test_select_parts_keep_the_system_slot_first_even_when_blank():
 
 def test_a_legacy_one_row_gate_applies_to_every_turn():
     g = gate_matrix(DEFAULT_GATE, 4)
-    assert g.shape == (2, N_FEATURES + 4) and (g[0] == g[1]).all() and (g[:, N_FEATURES:] == 0).all()
+    assert g.shape == (2, gate_width(4)) and (g[0] == g[1]).all() and (g[:, N_FEATURES:] == 0).all()
     assert gate_matrix(g, 4) is g
     assert gate_matrix(np.zeros(3), 4)[0, :N_FEATURES].tolist() == DEFAULT_GATE.tolist()  # unknown shape: the prior
 
@@ -60,7 +61,7 @@ def test_fit_gate_learns_when_a_system_prompt_sets_the_task():
         probs += [[WRITING, OTHER], [OTHER, MATH], [NONE, MATH, FOLLOW]]
         y += [1, 0, 0]
     w = fit_gate(Batch.of(parts, probs, 4), np.array(y), SLOTS)
-    assert w.shape == (2, N_FEATURES + 4)
+    assert w.shape == (2, gate_width(4))
     assert [label(p, q, w) for p, q in zip(parts[:3], probs[:3], strict=True)] == ["writing", "math", "math"]
 
 
@@ -211,4 +212,5 @@ def test_a_closing_turn_after_a_task_is_other_whatever_the_model_says():
 def test_a_gate_fitted_before_the_closing_feature_still_loads():
     old = np.arange(2 * (N_FEATURES - 1 + 4), dtype=np.float64).reshape(2, -1)
     g = gate_matrix(old, 4)
-    assert g.shape == (2, N_FEATURES + 4) and (g[:, N_FEATURES - 1] == 0).all()
+    assert g.shape == (2, gate_width(4)) and (g[:, N_FEATURES - 1] == 0).all() and (g[:, N_FEATURES + 4:] == 0).all()
+    assert (g[:, N_FEATURES:N_FEATURES + 4] == old[:, N_FEATURES - 1:]).all()  # the state's weights kept
