@@ -232,7 +232,8 @@ def _conversations(rng: random.Random, pool: dict[str, tuple[str, ...]], categor
             if rng.random() < 0.25:  # a generic system prompt and one turn: the turn decides
                 out.append(_single(_styled(first, rng), c, group, rng.choice(generic_systems)))
             if closings and rng.random() < 0.4:  # thanks, chit-chat or a meta question after the task is no task
-                turns = [first, *([follow_up(c, fold_of(group))] if rng.random() < 0.3 else []), closing(fold_of(group))]
+                middle = [follow_up(c, fold_of(group))] if rng.random() < 0.3 else []
+                turns = [first, *middle, closing(fold_of(group))]
                 out.append(_conversation([_styled(t, rng) for t in turns], "other", group, system))
             # a self-contained new task switches
             other = rng.choice([d for d in cats if d != c])
