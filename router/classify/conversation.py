@@ -8,7 +8,8 @@ conversation's state: `state = g * part + (1 - g) * state`, where the gate `g` (
 a few features of the part and the state) says how much the new turn decides by itself. A follow-up
 gets a small `g` and inherits the conversation's capability; a long, confident, self-contained new task
 gets a large one and switches. A part's FOLLOW_UP mass counts as `other` in the state: a follow-up with
-nothing before it is no task.
+nothing before it is no task. A closing turn (thanks, a reaction, goodbye, a question about the assistant,
+keyboard mash: `closing`) exercises no capability: its part is `other`, and it never inherits.
 
 The gate has two rows of weights: one for the first user turn after a system prompt (does the system
 prompt set the task, or is it generic and the turn decides?), one for later turns. Besides the part's

@@ -9,6 +9,8 @@
   the task decides a vague or content-only first turn; a generic one (written, or composed from an
   assistant name, a company and house rules) leaves the label to the user turn. Roleplay and
   extraction also get runs of several follow-ups (in-character lines, "same for this one").
+- `closings.txt` (+ generated keyboard mash): turns that exercise no capability (thanks, reactions,
+  goodbyes, meta questions), alone and after a task, labelled `other`: they never inherit the task.
 
 Variants (typos, no capitals or punctuation, chatty wrappers, a generic system prompt) teach the style
 noise real traffic has. Each row carries a `group` (its source prompt), so cross-validation never puts a
