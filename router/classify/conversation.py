@@ -8,7 +8,8 @@ conversation's state: `state = g * part + (1 - g) * state`, where the gate `g` (
 a few features of the part and the state) says how much the new turn decides by itself. A follow-up
 gets a small `g` and inherits the conversation's capability; a long, confident, self-contained new task
 gets a large one and switches. A part's FOLLOW_UP mass counts as `other` in the state: a follow-up with
-nothing before it is no task.
+nothing before it is no task. A closing turn (thanks, a reaction, goodbye, a question about the assistant,
+keyboard mash: `closing`) exercises no capability: its part is `other`, and it never inherits.
 
 The gate has two rows of weights: one for the first user turn after a system prompt (does the system
 prompt set the task, or is it generic and the turn decides?), one for later turns. Besides the part's
@@ -36,20 +37,56 @@ REFERENTIAL = re.compile(
     r"^\s*(and|but|also|now|then|so|ok(ay)?|what if|what about|how about|instead|again|same|more|less|"
     r"shorter|longer|why|can you|could you|make it|do it|try)\b|\b(it|that|this|these|those|them|above|"
     r"previous|earlier|last one|your answer|you said|same)\b", re.IGNORECASE)
+# A turn that exercises no capability (thanks, a reaction, goodbye, a question about the assistant, a test,
+# keyboard mash) must not inherit the task before it; the model alone confuses such short turns with
+# referential follow-ups ("ok" vs "ok, shorter"), so the gate also sees whether the whole turn is made of
+# such words. Matched on the whole turn, so "thanks, now in French" is not a closing.
+_CLOSING_WORDS = (
+    r"thanks?|thank (you|u)|thx|ty|tysm|cheers|much appreciated|appreciate it|perfect|great|awesome|amazing|"
+    r"wonderful|excellent|nice( one)?|cool|ok(ay)?|k+|alright|got it|fair enough|wow|lol|lmao|rofl|ha(ha)*h?|"
+    r"he(he)+|love it|good bot|bye|goodbye|see (you|ya)|good ?night|gn|later|talk later|never ?mind|nvm|"
+    r"forget it|test(ing)?|ping|hello|hi|hey|yo|gracias|merci|danke|grazie|obrigad[oa]|arigato|parfait|"
+    r"you'?re (the best|funny|great|a lifesaver|a genius)|"
+    r"that'?s? (it|all|perfect|great|exactly what i (wanted|needed))|"
+    r"(so|very|really) much|a lot|a million|mate|too|for now|for today|bien|beaucoup|dir|mille|muchas|vielen dank|"
+    r"c'est|that helped|you nailed it|i'?m done|sorry|wrong chat|\d+/10|all i needed|"
+    r"have a (nice|good|great) (day|one|evening|weekend)|(they|she|he|we|my \w+) (loved|liked) it|"
+    r"(she|he)'?s going to (cry|love it)|gotta go|got to go|(that|this) was (fun|great|helpful|nice)|you got me|"
+    r"that'?s enough|(i'?m|im) (done|good|off|out)( playing| here)?|figured it out( myself)?|stop|no more|"
+    r"all good|that'?s all( i (wanted|needed))?|all set|we'?re done|done")
+CLOSING = re.compile(rf"^(?:[\s\W_]*(?:{_CLOSING_WORDS})(?![\w']))+[\s\W_]*$", re.IGNORECASE)
+META = re.compile(
+    r"^\W*((hi|hello|hey|ok(ay)?|cool|and|so|btw)\W+)*(who (made|built|created|trained|are) (you|u)|"
+    r"what('?s| is) your name|are you (a |an )?(bot|human|real|person|robot|ai|chatgpt|gpt|sentient|alive|still there)|"
+    r"what (model|llm|ai) are you|which (model|ai|llm)|do you have feelings|do you (dream|remember|store)|"
+    r"can (you|u) remember|how are (you|u)|what can (you|u) do)", re.IGNORECASE)
+# keyboard mash: one letter repeated, or a run of keys from one row of the keyboard
+MASH = re.compile(r"^\W*(?:(\w)\1{3,}|[qwertyuiop]{6,}|[asdfghjkl;]{6,}|[zxcvbnm]{5,})\W*$", re.IGNORECASE)
 # gate features: bias, log words, refers back, own confidence, agreement with the state, state `other`,
-# own `other`, own FOLLOW_UP; then one weight per class of the state
-N_FEATURES = 8
-# a hand-set prior (long confident parts switch, follow-ups and `other` inherit), used only when a head is
-# fitted without conversations to learn the gate from
-DEFAULT_GATE = np.array([-4.0, 1.2, -1.0, 2.5, 0.0, 3.0, -3.0, -4.0], dtype=np.float64)
+# own `other`, own FOLLOW_UP, no capability (a closing turn); then one weight per class of the state, and
+# one per class of the part itself (a short turn that looks like reasoning on its own, "why is that?",
+# is weak evidence of a switch: the fit learns how much each category's own look is worth)
+N_FEATURES = 9
+# a hand-set prior (long confident parts switch, follow-ups and `other` inherit, closings switch), used
+# only when a head is fitted without conversations to learn the gate from
+DEFAULT_GATE = np.array([-4.0, 1.2, -1.0, 2.5, 0.0, 3.0, -3.0, -4.0, 8.0], dtype=np.float64)
+
+
+def gate_width(classes: int) -> int:
+    return N_FEATURES + 2 * classes
 
 
 def gate_matrix(gate: np.ndarray, classes: int) -> np.ndarray:
-    """The gate as (2, N_FEATURES + classes): row 0 for the first user turn after a system prompt, row 1
-    for later turns. A legacy gate of N_FEATURES weights applies to both, with no per-class terms."""
-    if gate.shape == (2, N_FEATURES + classes):
+    """The gate as (2, gate_width): row 0 for the first user turn after a system prompt, row 1 for later
+    turns. Older gates get zero weights for what they lack (the closing feature, the part's own classes);
+    a legacy gate of N_FEATURES weights applies to both rows, with no per-class terms."""
+    if gate.shape == (2, gate_width(classes)):
         return gate
-    row = np.concatenate([gate if gate.shape == (N_FEATURES,) else DEFAULT_GATE, np.zeros(classes)])
+    if gate.shape == (2, N_FEATURES - 1 + classes):  # fitted before the closing feature: it weighs nothing
+        gate = np.insert(gate, N_FEATURES - 1, 0.0, axis=1)
+    if gate.shape == (2, N_FEATURES + classes):  # fitted before the part's own per-class weights
+        return np.concatenate([gate, np.zeros((2, classes))], axis=1)
+    row = np.concatenate([gate if gate.shape == (N_FEATURES,) else DEFAULT_GATE, np.zeros(2 * classes)])
     return np.stack([row, row])
 
 
@@ -60,10 +97,21 @@ def select_parts(system: str, users: list[str]) -> list[str]:
     return [system if system.strip() else "", *turns]
 
 
-def text_features(text: str) -> tuple[float, float]:
-    """The gate's features of a part's text: log word count, and whether it refers back."""
+def closing(text: str) -> bool:
+    """Whether a turn exercises no capability: thanks, reactions, goodbyes, meta questions, keyboard mash."""
+    t = text.strip()
+    if not t or len(t) > 80:
+        return False
+    emoji_only = not any(ch.isalnum() or ch == "?" for ch in t)
+    return bool(emoji_only or CLOSING.match(t) or MASH.match(t) or (META.match(t) and len(t.split()) <= 8))
+
+
+def text_features(text: str) -> tuple[float, float, float]:
+    """The gate's features of a part's text: log word count, whether it refers back, whether it is a
+    closing turn (no capability)."""
     words = len(text.split())
-    return math.log1p(words), 1.0 if words < 25 and REFERENTIAL.search(text[:200]) else 0.0
+    return (math.log1p(words), 1.0 if words < 25 and REFERENTIAL.search(text[:200]) else 0.0,
+            1.0 if closing(text) else 0.0)
 
 
 @dataclass(frozen=True)
@@ -95,13 +143,13 @@ class Batch:
     step 0 is the system prompt's slot. Empty parts are masked out."""
 
     own: np.ndarray  # (steps, n, classes)
-    text: np.ndarray  # (steps, n, 2): text_features
+    text: np.ndarray  # (steps, n, 3): text_features
     mask: np.ndarray  # (steps, n): the conversation has a non-empty part at this step
 
     @classmethod
     def of(cls, parts: Sequence[Sequence[str]], probs: Sequence[Sequence[np.ndarray]], classes: int) -> Batch:
         n, steps = len(parts), max((len(p) for p in parts), default=1)
-        own, text = np.zeros((steps, n, classes)), np.zeros((steps, n, 2))
+        own, text = np.zeros((steps, n, classes)), np.zeros((steps, n, 3))
         mask = np.zeros((steps, n), dtype=bool)
         for i, (ps, pr) in enumerate(zip(parts, probs, strict=True)):
             for j, (t, p) in enumerate(zip(ps, pr, strict=True)):
@@ -118,15 +166,21 @@ def fold(batch: Batch, gate: np.ndarray, slots: Slots) -> np.ndarray:
     state = np.zeros((n, classes))
     started = np.zeros(n, dtype=bool)
     zero = np.zeros(n)
+    no_task = np.zeros(classes)
+    if slots.other is not None:
+        no_task[slots.other] = 1.0
     for j in range(steps):
         raw = batch.own[j]
         own = slots.categories(raw)
+        if slots.other is not None:  # a closing turn exercises no capability: it is `other`, whatever it says
+            own = np.where(batch.text[j][:, 2:3] > 0, no_task, own)
         w = weights[0 if j == 1 else 1]
-        z = (w[0] + batch.text[j] @ w[1:3] + w[3] * own.max(axis=1) + w[4] * (own * state).sum(axis=1)
+        z = (w[0] + batch.text[j][:, :2] @ w[1:3] + w[3] * own.max(axis=1) + w[4] * (own * state).sum(axis=1)
              + w[5] * (state[:, slots.other] if slots.other is not None else zero)
              + w[6] * (own[:, slots.other] if slots.other is not None else zero)
              + w[7] * (raw[:, slots.follow] if slots.follow is not None else zero)
-             + state @ w[N_FEATURES:])
+             + w[8] * batch.text[j][:, 2]
+             + state @ w[N_FEATURES:N_FEATURES + classes] + own @ w[N_FEATURES + classes:])
         g = np.where(started, 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30))), 1.0)[:, None]
         state = np.where(batch.mask[j][:, None], g * own + (1 - g) * state, state)
         started |= batch.mask[j]

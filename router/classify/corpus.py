@@ -9,6 +9,8 @@
   the task decides a vague or content-only first turn; a generic one (written, or composed from an
   assistant name, a company and house rules) leaves the label to the user turn. Roleplay and
   extraction also get runs of several follow-ups (in-character lines, "same for this one").
+- `closings.txt` (+ generated keyboard mash): turns that exercise no capability (thanks, reactions,
+  goodbyes, meta questions), alone and after a task, labelled `other`: they never inherit the task.
 
 Variants (typos, no capitals or punctuation, chatty wrappers, a generic system prompt) teach the style
 noise real traffic has. Each row carries a `group` (its source prompt), so cross-validation never puts a
@@ -73,6 +75,19 @@ def _yaml(name: str) -> Any:
 
 def _documents() -> list[str]:
     return _lines(_files().joinpath("documents.txt").read_text(encoding="utf-8"))
+
+
+def _mash(rng: random.Random) -> str:
+    """Keyboard mash: a turn that is no task in any language."""
+    if rng.random() < 0.3:
+        return rng.choice(_KEYS) * rng.randrange(4, 12)
+    row = rng.choice(("qwertyuiop", "asdfghjkl", "zxcvbnm", _KEYS))
+    return "".join(rng.choice(row) for _ in range(rng.randrange(4, 14)))
+
+
+def _closings(rng: random.Random) -> list[str]:
+    """Closing turns (thanks, reactions, goodbyes, meta questions, mash): `other` even after a task."""
+    return _lines(_files().joinpath("closings.txt").read_text(encoding="utf-8")) + [_mash(rng) for _ in range(25)]
 
 
 # -- style variants ---------------------------------------------------------------------------------
@@ -186,7 +201,8 @@ def _composed(rng: random.Random, categories: set[str]) -> list[Example]:
     return out
 
 
-def _conversations(rng: random.Random, pool: dict[str, tuple[str, ...]], categories: set[str]) -> list[Example]:
+def _conversations(rng: random.Random, pool: dict[str, tuple[str, ...]], categories: set[str],
+                   closings: list[str]) -> list[Example]:
     follow: dict[str, list[str]] = _yaml("followups.yaml")
     systems: dict[str, Any] = _yaml("systems.yaml")
     generic_systems = _generic_systems(rng, systems["generic"])
@@ -199,6 +215,9 @@ def _conversations(rng: random.Random, pool: dict[str, tuple[str, ...]], categor
     def follow_up(c: str, f: int) -> str:  # one of the category's own follow-ups, or a generic one
         key = c if c in follow and rng.random() < 0.7 else "generic"
         return rng.choice([t for i, t in enumerate(follow[key]) if fold_of(f"follow:{key}:{i}") == f] or follow[key])
+
+    def closing(f: int) -> str:
+        return rng.choice([t for i, t in enumerate(closings) if fold_of(f"closing:{i}") == f] or closings)
 
     for c in cats:
         for j, first in enumerate(pool[c]):
@@ -214,6 +233,10 @@ def _conversations(rng: random.Random, pool: dict[str, tuple[str, ...]], categor
                 out.append(_conversation([_styled(t, rng) for t in [first, *more]], c, group))
             if rng.random() < 0.25:  # a generic system prompt and one turn: the turn decides
                 out.append(_single(_styled(first, rng), c, group, rng.choice(generic_systems)))
+            if closings and rng.random() < 0.4:  # thanks, chit-chat or a meta question after the task is no task
+                middle = [follow_up(c, fold_of(group))] if rng.random() < 0.3 else []
+                turns = [first, *middle, closing(fold_of(group))]
+                out.append(_conversation([_styled(t, rng) for t in turns], "other", group, system))
             # a self-contained new task switches
             other = rng.choice([d for d in cats if d != c])
             switch = rng.choice(same_fold(other, fold_of(group)))
@@ -232,6 +255,8 @@ def _conversations(rng: random.Random, pool: dict[str, tuple[str, ...]], categor
                 "ready", "next one", "here:", "help", "it's still not working", "can you help me with something")
     for i, system in enumerate(generic_systems):  # and a vague first turn under a generic one is no task
         out.append(_single(rng.choice(starters), "other", f"system:generic:{i}", system))
+        if closings:
+            out.append(_single(closing(fold_of(f"system:generic:{i}")), "other", f"system:generic:{i}", system))
     for c, texts in systems["task"].items():
         if c not in pool:
             continue
@@ -276,7 +301,10 @@ def corpus(categories: frozenset[str]) -> tuple[Example, ...]:
             if rng.random() < 0.15:
                 rows.append(_single(p, c, group, rng.choice(_yaml("systems.yaml")["generic"])))
     rows += _composed(rng, set(categories))
-    rows += _conversations(rng, pool, set(categories))
+    closings = _closings(rng) if "other" in pool else []
+    for i, t in enumerate(closings):
+        rows.append(_single(t, "other", f"closing:{i}"))
+    rows += _conversations(rng, pool, set(categories), closings)
     if pool:  # follow-ups fit any taxonomy, but need the corpus's conversations to teach the gate
         rows += _follow_ups(rng)
     return tuple(rows)

@@ -26,7 +26,7 @@ class Head:
     lexical: LexicalFeatures | None = None
     lex_coef: np.ndarray | None = None  # (n_classes, lexical.dim)
     temperature: float = 1.0
-    # conversation.gate_matrix: (2, N_FEATURES + classes), or a legacy (N_FEATURES,) row
+    # conversation.gate_matrix: (2, gate_width), or an older shape it widens
     gate: np.ndarray = field(default_factory=lambda: DEFAULT_GATE.copy())
     sharpen: float = 1.0  # calibration of the folded state of requests with more than one part
 

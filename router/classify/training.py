@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import minimize, minimize_scalar
 
-from router.classify.conversation import N_FEATURES, Batch, Slots, fold, select_parts, sharpen
+from router.classify.conversation import Batch, Slots, fold, gate_width, select_parts, sharpen
 from router.classify.corpus import FOLDS, Example, fold_of
 from router.classify.embedder import Encoder
 from router.classify.features import LexicalFeatures
@@ -130,7 +130,7 @@ def fit_sharpen(states: np.ndarray, y: np.ndarray) -> float:
 
 
 def fit_gate(batch: Batch, y: np.ndarray, slots: Slots, max_rows: int = 2500) -> np.ndarray:
-    """Gate weights, (2, N_FEATURES + classes), minimising the log loss of the folded state (the same
+    """Gate weights, (2, gate_width), minimising the log loss of the folded state (the same
     `fold` the model runs), with a small L2 penalty on everything but the biases. A fixed random sample
     of at most `max_rows` conversations is enough for these few weights and bounds the first-start fit
     (the optimiser's numerical gradient folds the batch once per weight)."""
@@ -138,7 +138,7 @@ def fit_gate(batch: Batch, y: np.ndarray, slots: Slots, max_rows: int = 2500) ->
         pick = np.sort(np.random.default_rng(0).choice(len(y), max_rows, replace=False))
         batch, y = Batch(batch.own[:, pick], batch.text[:, pick], batch.mask[:, pick]), y[pick]
     rows = np.arange(len(y))
-    shape = (2, N_FEATURES + batch.own.shape[2])
+    shape = (2, gate_width(batch.own.shape[2]))
     penalised = np.ones(shape)
     penalised[:, 0] = 0.0
 

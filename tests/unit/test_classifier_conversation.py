@@ -10,8 +10,10 @@ from router.classify.conversation import (
     N_FEATURES,
     Batch,
     Slots,
+    closing,
     fold,
     gate_matrix,
+    gate_width,
     select_parts,
     sharpen,
     text_features,
@@ -45,7 +47,7 @@ def test_select_parts_keep_the_system_slot_first_even_when_blank():
 
 def test_a_legacy_one_row_gate_applies_to_every_turn():
     g = gate_matrix(DEFAULT_GATE, 4)
-    assert g.shape == (2, N_FEATURES + 4) and (g[0] == g[1]).all() and (g[:, N_FEATURES:] == 0).all()
+    assert g.shape == (2, gate_width(4)) and (g[0] == g[1]).all() and (g[:, N_FEATURES:] == 0).all()
     assert gate_matrix(g, 4) is g
     assert gate_matrix(np.zeros(3), 4)[0, :N_FEATURES].tolist() == DEFAULT_GATE.tolist()  # unknown shape: the prior
 
@@ -59,7 +61,7 @@ def test_fit_gate_learns_when_a_system_prompt_sets_the_task():
         probs += [[WRITING, OTHER], [OTHER, MATH], [NONE, MATH, FOLLOW]]
         y += [1, 0, 0]
     w = fit_gate(Batch.of(parts, probs, 4), np.array(y), SLOTS)
-    assert w.shape == (2, N_FEATURES + 4)
+    assert w.shape == (2, gate_width(4))
     assert [label(p, q, w) for p, q in zip(parts[:3], probs[:3], strict=True)] == ["writing", "math", "math"]
 
 
@@ -187,3 +189,28 @@ def test_report_splits_by_kind_and_buckets_confidence():
     assert calibration([True], [1.0])["buckets"][0]["to"] == 1.0
     assert row_kind(["user"]) == "single" and row_kind(["system", "user"]) == "conversation"
     assert row_kind(["user", "assistant", "user"]) == "conversation"
+
+
+@pytest.mark.parametrize("text", ["thanks, that's perfect", "lol ok", "who made you?", "are you gpt-4?", "asdfghjk",
+                                  "zzzzzz", "👍", "merci !", "great, all good, bye", "ok I'm done, gotta go"])
+def test_closing_turns_exercise_no_capability(text):
+    assert closing(text) and text_features(text)[2] == 1.0
+
+
+@pytest.mark.parametrize("text", ["thanks, now make it shorter", "ok and now?", "why?", "descending please",
+                                  "perfect, but in French", "who made the first computer?", "great, one more"])
+def test_follow_ups_and_tasks_are_not_closing_turns(text):
+    assert not closing(text)
+
+
+def test_a_closing_turn_after_a_task_is_other_whatever_the_model_says():
+    first = "Solve 3x + 7 = 25 for x"
+    assert label(["", first, "thanks, that's perfect"], [NONE, MATH, MATH]) == "other"
+    assert label(["", first, "and for 3x + 7 = 31?"], [NONE, MATH, FOLLOW]) == "math"
+
+
+def test_a_gate_fitted_before_the_closing_feature_still_loads():
+    old = np.arange(2 * (N_FEATURES - 1 + 4), dtype=np.float64).reshape(2, -1)
+    g = gate_matrix(old, 4)
+    assert g.shape == (2, gate_width(4)) and (g[:, N_FEATURES - 1] == 0).all() and (g[:, N_FEATURES + 4:] == 0).all()
+    assert (g[:, N_FEATURES:N_FEATURES + 4] == old[:, N_FEATURES - 1:]).all()  # the state's weights kept
