@@ -130,6 +130,7 @@ def main() -> None:
         total = sum(r[2] for r in rows)
         n = result.get("requests") or args.n
         print(f"mode={args.mode} n={n} c={args.c} errors={result.get('errors')} req/s={result.get('rps')} "
+              f"p50={result.get('p50_ms')} ms p99={result.get('p99_ms')} ms "
               f"wall={wall:.1f}s")
         for pid, cmd, cpu, rss in rows:
             if cpu > 0.05:

@@ -26,7 +26,7 @@ def _gateway(backend_factory, gateway_factory):
     return gateway_factory([{"name": "v1", "base_url": f"{s.url}/v1", "model": "base"},
                             {"name": "v2", "base_url": f"{c.url}/v1", "model": "ft"}],
                            [{"name": "bot", "stable": "v1"}], auth=AUTH,
-                           controller={"interval_s": 0.2, "policy": POLICY})
+                           controller={"interval_s": 0.2, "policy": POLICY}, feedback={"enabled": True})
 
 
 def _metric(text: str, name: str, **labels: str) -> float:

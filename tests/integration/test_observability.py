@@ -97,7 +97,7 @@ def test_every_panel_and_recording_rule_returns_data_from_a_real_prometheus(tmp_
                "auth": {"admin_tokens": [{"name": "ops", "token": "adm", "role": "admin"}]},
                "versions": [{"name": "v1", "base_url": f"{s.url}/v1", "model": "base"},
                             {"name": "v2", "base_url": f"{c.url}/v1", "model": "ft"}],
-               "aliases": [{"name": "bot", "stable": "v1"}],
+               "aliases": [{"name": "bot", "stable": "v1"}], "feedback": {"enabled": True},
                "judging": {"sampling": {"default_rate": 1.0, "min_per_window": 0, "max_per_second": 1000},
                            "judge": {"base_url": f"{judge_srv.url}/v1", "model": "scripted"},
                            "worker": {"metrics_port": worker_port, "claim_idle_s": 1.0}},
