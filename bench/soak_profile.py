@@ -4,7 +4,10 @@ Starts the shared fake upstream and `cliffguard serve --config bench/cliffguard-
 drives them with the shared load generator in batches (alternating plain and stream, c=32), prints the
 RSS of every gateway process after each batch, then profiles one worker with py-spy for 10 s and
 prints the functions with the most samples (self and cumulative).
-  .venv/bin/python bench/soak_profile.py [--requests 100000] [--batch 10000]
+  .venv/bin/python bench/soak_profile.py [--requests 100000] [--batch 10000] [--realistic] [--profile-seconds 0]
+--realistic: bench/cliffguard-realistic.yaml and 20,000 distinct prompts from 5,000 users (as
+`bench/run_overhead.sh --realistic`); --profile-seconds 0 skips the profile (py-spy must be allowed to
+attach: ptrace).
 """
 
 from __future__ import annotations
@@ -32,9 +35,13 @@ def rss_mb(root: psutil.Process) -> list[float]:
     return [round(p.memory_info().rss / 2**20, 1) for p in procs if "redis" not in p.name()]
 
 
-def load(mode: str, n: int) -> dict[str, object]:
+PROMPTS = Path("/tmp/cliffguard-bench-prompts.jsonl")
+
+
+def load(mode: str, n: int, realistic: bool) -> dict[str, object]:
+    traffic = ["--prompts", str(PROMPTS), "--users", "5000"] if realistic else []
     out = subprocess.run([PY, str(HARNESS / "load.py"), "--url", "http://127.0.0.1:9000", "--model", "fake-model",
-                          "--mode", mode, "-c", "32", "-n", str(n), "-d", "120", "--json"],
+                          "--mode", mode, "-c", "32", "-n", str(n), "-d", "120", "--json", *traffic],
                          capture_output=True, text=True, check=True)
     result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
@@ -75,11 +82,16 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=100_000)
     ap.add_argument("--batch", type=int, default=10_000)
     ap.add_argument("--profile-seconds", type=int, default=10)
+    ap.add_argument("--realistic", action="store_true")
     a = ap.parse_args()
-    shutil.rmtree("/tmp/cliffguard-bench", ignore_errors=True)
+    if a.realistic and not PROMPTS.exists():
+        PROMPTS.write_text(subprocess.run([PY, str(HARNESS / "make_prompts.py"), "-n", "20000"], capture_output=True,
+                                          text=True, check=True).stdout)
+    for d in ("/tmp/cliffguard-bench", "/tmp/cliffguard-bench-realistic"):
+        shutil.rmtree(d, ignore_errors=True)
     up = subprocess.Popen([PY, str(HARNESS / "upstream.py"), "--port", "18000"], stdout=subprocess.DEVNULL,
                           start_new_session=True)
-    config = str(REPO / "bench/cliffguard-bench.yaml")
+    config = str(REPO / ("bench/cliffguard-realistic.yaml" if a.realistic else "bench/cliffguard-bench.yaml"))
     gw = subprocess.Popen([str(Path(PY).parent / "cliffguard"), "serve", "--config", config, "--log-level", "warning"],
                           stdout=subprocess.DEVNULL, start_new_session=True)
     try:
@@ -90,12 +102,13 @@ def main() -> None:
         done = 0
         while done < a.requests:
             mode = "plain" if (done // a.batch) % 2 == 0 else "stream"
-            r = load(mode, a.batch)
+            r = load(mode, a.batch, a.realistic)
             done += a.batch
             print(f"after {done:>7,} requests ({mode:6s} {r['rps']:>7} req/s, errors {r['errors']}): "
                   f"RSS {rss_mb(root)}")
         workers = [p for p in root.children(recursive=True) if "redis" not in p.name()]
-        profile(workers[-1].pid, a.profile_seconds)
+        if a.profile_seconds > 0:
+            profile(workers[-1].pid, a.profile_seconds)
     finally:
         for p in (gw, up):
             os.killpg(p.pid, signal.SIGINT)
