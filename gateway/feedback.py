@@ -15,7 +15,6 @@ candidate's negative share with stable's there, monitoring/guards.py) and per ar
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -35,6 +34,7 @@ from gateway.errors import GatewayError, bad_request, unauthorized
 from judges.redaction import Redactor
 from monitoring import guards
 from monitoring import metrics as m
+from monitoring.flushing import PeriodicFlush
 
 log = logging.getLogger("cliffguard.feedback")
 FLUSH_S = 0.25
@@ -95,14 +95,14 @@ return earlier
 _SCRIPT_BATCH = 1000
 
 
-class RequestLog:
+class RequestLog(PeriodicFlush):
     def __init__(self, redis: Any, prefix: str, cfg: FeedbackConfig) -> None:
         self.redis = redis
         self.prefix = prefix
         self.cfg = cfg
         self._pending: list[tuple[str, Answered, Mapping[str, Any] | None]] = []
         self._recent: dict[str, Answered] = {}  # the last batch: feedback may arrive before it is written
-        self._task: asyncio.Task[None] | None = None
+        self.flush_s = FLUSH_S
         self._log = redis.register_script(_LOG)
 
     def record(self, request_id: str, answered: Answered, body: Mapping[str, Any] | None) -> None:
@@ -112,24 +112,6 @@ class RequestLog:
     def find_local(self, request_id: str) -> Answered | None:
         found: Answered | None = next((a for rid, a, _ in reversed(self._pending) if rid == request_id), None)
         return found or self._recent.get(request_id)
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="cliffguard-request-log")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        with contextlib.suppress(RedisError, OSError):
-            await self.flush()
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(FLUSH_S)
-            try:
-                await self.flush()
-            except (RedisError, OSError) as e:
-                log.debug("request log not flushed: %s", e)
 
     async def flush(self) -> None:
         if not self._pending:

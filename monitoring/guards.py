@@ -19,8 +19,6 @@ alpha; the ratio and slack keep it negligible for versions that do not differ.)
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from bisect import bisect_left
@@ -32,6 +30,7 @@ from typing import Any
 import numpy as np
 from redis.exceptions import RedisError
 
+from monitoring.flushing import PeriodicFlush
 from monitoring.policy import Guard, Guards
 from monitoring.sequential import rate_bounds
 
@@ -59,13 +58,12 @@ def window_keys(prefix: str, alias: str, rollout_id: str, now: float, minutes: i
     return [window_key(prefix, alias, rollout_id, m) for m in range(current - minutes, current + 1)]
 
 
-class GuardCounters:
+class GuardCounters(PeriodicFlush):
     def __init__(self, redis: Any, prefix: str, flush_s: float = 1.0) -> None:
         self.redis = redis
         self.prefix = prefix
         self.flush_s = flush_s
         self._pending: Counter[tuple[str, str, str]] = Counter()
-        self._task: asyncio.Task[None] | None = None
 
     def record(self, alias: str, rollout_id: str, version: str, *, error: bool, empty: bool,
                ttft_s: float | None, latency_s: float | None = None, category: str | None = None) -> None:
@@ -89,16 +87,6 @@ class GuardCounters:
         if category is not None:
             p[(k, version, f"cat:{category}")] += 1
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="cliffguard-guard-counters")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        with contextlib.suppress(RedisError, OSError):
-            await self.flush()
-
     async def flush(self) -> None:
         if not self._pending:
             return
@@ -114,14 +102,6 @@ class GuardCounters:
             batch.update(self._pending)  # keep them for the next try
             self._pending = batch
             raise
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_s)
-            try:
-                await self.flush()
-            except (RedisError, OSError) as e:
-                log.debug("guard counters not flushed: %s", e)
 
 
 @dataclass
