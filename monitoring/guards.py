@@ -19,7 +19,6 @@ alpha; the ratio and slack keep it negligible for versions that do not differ.)
 
 from __future__ import annotations
 
-import logging
 import time
 from bisect import bisect_left
 from collections import Counter
@@ -34,7 +33,6 @@ from monitoring.flushing import PeriodicFlush
 from monitoring.policy import Guard, Guards
 from monitoring.sequential import rate_bounds
 
-log = logging.getLogger("cliffguard.guards")
 # bucket upper edges in seconds, 1.25x apart (2x-apart edges made a one-bucket difference look like a
 # 2x slowdown); the last bucket is everything slower
 TTFT_EDGES = tuple(round(0.01 * 1.25 ** i, 4) for i in range(38))  # 10 ms .. ~48 s
