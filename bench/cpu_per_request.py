@@ -8,7 +8,11 @@ can be compared on a shared 2-core machine where req/s cannot. Optionally runs t
 py-spy (`--profile FILE`: folded stacks of every gateway process).
 
     .venv/bin/python bench/cpu_per_request.py [--mode plain|stream] [-n 20000] [--config FILE]
-                                              [--profile out.txt]
+                                              [--no-classifier] [--feedback] [--profile out.txt]
+
+`--no-classifier` and `--feedback` run the same config with the classifier off or user feedback on. The
+gateway is started as `python -m gateway.cli serve` with this interpreter, so an older tree is measured by
+running the script with `PYTHONPATH=<that tree>` (a `git worktree` of the commit) beside this one.
 """
 from __future__ import annotations
 
@@ -17,8 +21,11 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 HARNESS = Path(os.environ.get("BENCH_HARNESS", REPO.parent / "shared" / "bench"))
@@ -75,6 +82,23 @@ def load(url: str, mode: str, n: int, concurrency: int, users: int) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def layers(url: str) -> dict[str, float]:
+    """Requests labelled so far, by the classifier layer that decided (from the gateway's /metrics)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "cliffguard_classifications":
+            for s in family.samples:
+                if s.name.endswith("_total"):
+                    out[s.labels["layer"]] = out.get(s.labels["layer"], 0.0) + s.value
+    return out
+
+
 def wait_ready(url: str, timeout: float = 180) -> None:
     import urllib.request
     deadline = time.time() + timeout
@@ -97,6 +121,8 @@ def main() -> None:
     ap.add_argument("-c", type=int, default=32)
     ap.add_argument("--users", type=int, default=5000)
     ap.add_argument("--warmup", type=int, default=4000)
+    ap.add_argument("--no-classifier", action="store_true", help="the config with the classifier disabled")
+    ap.add_argument("--feedback", action="store_true", help="the config with user feedback enabled")
     ap.add_argument("--profile", default="",
                     help="run the gateway under py-spy (warm-up included; raw folded stacks written here)")
     args = ap.parse_args()
@@ -107,7 +133,13 @@ def main() -> None:
     subprocess.run(["rm", "-rf", "/tmp/cliffguard-bench-realistic", "/tmp/cliffguard-bench"])
     upstream = subprocess.Popen([BENCH_PY, str(HARNESS / "upstream.py"), "--port", "18000"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    serve = [str(REPO / ".venv/bin/cliffguard"), "serve", "--config", args.config, "--log-level", "warning"]
+    config = Path(args.config)
+    if args.no_classifier or args.feedback:  # the same config with one section changed
+        extra = {"classifier": {"enabled": False}} if args.no_classifier else {}
+        extra |= {"feedback": {"enabled": True}} if args.feedback else {}
+        config = Path(tempfile.mkdtemp()) / "cliffguard.yaml"
+        config.write_text(yaml.safe_dump({**yaml.safe_load(Path(args.config).read_text()), **extra}))
+    serve = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--log-level", "warning"]
     if args.profile:  # py-spy starts the gateway: attaching needs ptrace rights a container may not give
         serve = [str(REPO / ".venv/bin/py-spy"), "record", "--subprocesses", "-f", "raw", "-r", "250",
                  "-o", args.profile, "--", *serve]
@@ -118,11 +150,14 @@ def main() -> None:
         load(url, args.mode, args.warmup, args.c, args.users)  # classifier memo, connections, JIT-free warm
         time.sleep(2)
         pids = descendants(gateway.pid)
+        labelled = layers(url)
         before = cpu_seconds(pids)
         started = time.perf_counter()
         result = load(url, args.mode, args.n, args.c, args.users)
         wall = time.perf_counter() - started
         after = cpu_seconds(pids)
+        time.sleep(3)  # the last labels arrive after their responses
+        by_layer = {k: v - labelled.get(k, 0.0) for k, v in layers(url).items()}
         rows = []
         for pid in pids:
             if pid in before and pid in after:
@@ -135,6 +170,9 @@ def main() -> None:
         for pid, cmd, cpu, rss in rows:
             if cpu > 0.05:
                 print(f"  pid {pid:>7}  cpu {cpu:7.2f} s  {1e6 * cpu / n:8.1f} us/req  rss {rss:6.1f} MB  {cmd}")
+        counted = sum(by_layer.values()) or 1.0
+        print("labelled by: " + ", ".join(f"{k} {v / counted:.1%}" for k, v in sorted(by_layer.items()))
+              + "  (unclassified: shed by the classifier's bounded queue, or late)")
         print(f"gateway CPU per request: {1e6 * total / n:.1f} us "
               f"(the 2-core ceiling this implies: {2 * n / total:,.0f} req/s)")
     finally:

@@ -1,5 +1,6 @@
 """The proxy's cost of remembering answers for feedback (gateway/feedback.py): the append on the request
-path, and the background write per request (one pipeline per 250 ms batch) against a real Redis.
+path, the background write per request (one script per 250 ms batch) against a real Redis, and the Redis
+memory each remembered request holds for `feedback.window_s` (measured as used_memory before and after).
 
     .venv/bin/python bench/feedback_log.py [redis://127.0.0.1:6379/0]
 """
@@ -26,6 +27,7 @@ async def main(url: str) -> None:
     a = Answered("bot", "v2@1", "v2", "candidate", "coding")
     per = min(timeit.repeat(lambda: log.record("0123456789abcdef01234567", a, body), number=N, repeat=5)) / N
     log._pending.clear()
+    memory0 = (await client.info("memory"))["used_memory"]
     for i in range(N):
         log.record(f"{i:024x}", a, {**body, "user": f"u{i}"})
     t0, c0 = time.perf_counter(), time.process_time()
@@ -39,6 +41,9 @@ async def main(url: str) -> None:
     print(f"append on the request path: {per * 1e9:.0f} ns per request")
     print(f"background write (one script per 1,000 of a 2,000 batch): {flush * 1e6:.1f} us wall, "
           f"{cpu * 1e6:.1f} us of the gateway's CPU per request")
+    held = ((await client.info("memory"))["used_memory"] - memory0) / N
+    print(f"Redis memory per remembered request (the answer and its conversation digest): {held:.0f} bytes, held "
+          f"for feedback.window_s (at 1,000 requests/s and a day: {held * 1000 * 86400 / 2**30:.1f} GiB)")
     keys = [k async for k in client.scan_iter("bench-feedback:*", count=1000)]
     for i in range(0, len(keys), 1000):
         await client.delete(*keys[i:i + 1000])

@@ -154,8 +154,8 @@ class ClassifierConfig(_Strict):
 class FeedbackConfig(_Strict):
     """User feedback (`POST /v1/feedback`) and the implicit regenerate signal."""
 
-    # off by default: remembering every answer costs Redis memory (about 230 bytes per request for window_s)
-    # and CPU (about 70 us of the gateway's per request, measured with bench/cpu_per_request.py)
+    # off by default: remembering every answer costs Redis memory (about 430 bytes per request for window_s,
+    # bench/feedback_log.py) and CPU (bench/cpu_per_request.py --feedback)
     enabled: bool = Field(False, description="remember each answered request (alias, arm, version, category) so "
                                              "feedback on it can be joined; off: /v1/feedback answers 404")
     window_s: float = Field(86400.0, gt=0, description="how long after its answer a request takes feedback")

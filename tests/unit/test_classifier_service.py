@@ -67,3 +67,21 @@ async def test_model_failure_labels_unclassified_and_service_survives():
     good = await svc.submit(("sum sure",))
     assert good.category == "math"
     svc.stop()
+
+
+async def test_starting_the_thread_shortens_the_gil_switch_interval():
+    """The classifier thread must get the GIL back quickly from a busy event loop, or its queue overflows
+    and requests go unclassified under load (measured with bench/cpu_per_request.py)."""
+    import sys
+
+    from router.classify.service import SWITCH_INTERVAL_S
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(0.005)  # the interpreter's default
+    try:
+        svc = ClassifierService(scripted([]), min_confidence=0.3)
+        svc.start()
+        assert sys.getswitchinterval() <= SWITCH_INTERVAL_S
+        svc.stop()
+    finally:
+        sys.setswitchinterval(before)
