@@ -2,8 +2,9 @@
 with one configured category.
 
 `RequestClassifier.begin()` runs the cheap layers inline (explicit category, rules) and otherwise hands
-the prompt to the micro-batching service, returning a future the caller awaits later (after routing, or
-after the response) so the model never sits on the request's critical path.
+the prompt to the micro-batching service, returning a future: routing awaits it only for pinned categories
+(bounded), and the work after the response gets it by a callback (`when_labelled`), so the model never sits
+on the request's critical path.
 """
 
 from __future__ import annotations
