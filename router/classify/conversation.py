@@ -7,8 +7,9 @@ formal", "what if the speed doubles?"); it is never a label. The parts are folde
 conversation's state: `state = g * part + (1 - g) * state`, where the gate `g` (a logistic function of
 a few features of the part and the state) says how much the new turn decides by itself. A follow-up
 gets a small `g` and inherits the conversation's capability; a long, confident, self-contained new task
-gets a large one and switches. A part's FOLLOW_UP mass counts as `other` in the state: a follow-up with
-nothing before it is no task. A closing turn (thanks, a reaction, goodbye, a question about the assistant,
+gets a large one and switches. The system prompt and the first user turn have nothing before them to
+refer to, so their FOLLOW_UP mass is dropped (what they ask is read over the categories alone: "what's
+different about 5G?" is a question); in a later turn it counts as `other` in the mix. A closing turn (thanks, a reaction, goodbye, a question about the assistant,
 keyboard mash: `closing`) exercises no capability: its part is `other`, and it never inherits.
 
 The gate has two rows of weights: one for the first user turn after a system prompt (does the system
@@ -53,13 +54,22 @@ _CLOSING_WORDS = (
     r"have a (nice|good|great) (day|one|evening|weekend)|(they|she|he|we|my \w+) (loved|liked) it|"
     r"(she|he)'?s going to (cry|love it)|gotta go|got to go|(that|this) was (fun|great|helpful|nice)|you got me|"
     r"that'?s enough|(i'?m|im) (done|good|off|out)( playing| here)?|figured it out( myself)?|stop|no more|"
-    r"all good|that'?s all( i (wanted|needed))?|all set|we'?re done|done")
+    r"all good|that'?s all( i (wanted|needed))?|all set|we'?re done|done|(it )?works now|it works|it worked|"
+    r"that (fixed|solved|did) it|got(ta| to) (run|go)|bonne (journée|soirée)|hasta (luego|pronto)|"
+    r"schönen (tag|abend)( noch)?|(that'?s )?enough( practice)? for (now|today)|let'?s stop (here|there)|"
+    r"for (the|your) help|i'?ll (do|figure|work) it out( myself)?|i'?ll (do it|come up with (one|it)) myself")
 CLOSING = re.compile(rf"^(?:[\s\W_]*(?:{_CLOSING_WORDS})(?![\w']))+[\s\W_]*$", re.IGNORECASE)
 META = re.compile(
     r"^\W*((hi|hello|hey|ok(ay)?|cool|and|so|btw)\W+)*(who (made|built|created|trained|are) (you|u)|"
     r"what('?s| is) your name|are you (a |an )?(bot|human|real|person|robot|ai|chatgpt|gpt|sentient|alive|still there)|"
-    r"what (model|llm|ai) are you|which (model|ai|llm)|do you have feelings|do you (dream|remember|store)|"
-    r"can (you|u) remember|how are (you|u)|what can (you|u) do)", re.IGNORECASE)
+    r"what (model|llm|ai) are you|which (model|ai|llm)|do you have feelings|do you (dream|remember|store (my|our|what))|"
+    r"can (you|u) remember|how are (you|u)|what can (you|u) do|"
+    # questions about the assistant itself: its languages, its data and this chat
+    r"(can|do) (you|u) (speak|understand) (other|many|different|more) languages|"
+    r"(do|does|will|can) (you|u|anyone|this (chat|app|assistant)) (store|keep|log|record|collect) (what i|my|our|this|these)\b|"
+    r"(is|are) (this|my|our) (chat|conversation|messages?|data|history) (private|confidential|saved|stored|logged|secure)|"
+    r"(can|how (do|can)) i (save|export|download|delete|clear) (this|the|my|our) (chat|conversation|history)|"
+    r"how (do|can) i (give|send|leave) feedback|can (you|u) (browse|search|access) (the )?(internet|web))", re.IGNORECASE)
 # keyboard mash: one letter repeated, or a run of keys from one row of the keyboard
 MASH = re.compile(r"^\W*(?:(\w)\1{3,}|[qwertyuiop]{6,}|[asdfghjkl;]{6,}|[zxcvbnm]{5,})\W*$", re.IGNORECASE)
 # gate features: bias, log words, refers back, own confidence, agreement with the state, state `other`,
@@ -137,6 +147,15 @@ class Slots:
         return r / np.maximum(r.sum(axis=-1, keepdims=True), 1e-12)  # type: ignore[no-any-return]
 
 
+    def content(self, p: np.ndarray) -> np.ndarray:
+        """Probabilities over the categories given that the part is not a follow-up."""
+        if self.follow is None:
+            return p
+        r = p.copy()
+        r[..., self.follow] = 0.0
+        return r / np.maximum(r.sum(axis=-1, keepdims=True), 1e-12)  # type: ignore[no-any-return]
+
+
 @dataclass(frozen=True)
 class Batch:
     """Conversations as padded arrays: step j of conversation i is own[j, i] (the part's probabilities);
@@ -171,7 +190,9 @@ def fold(batch: Batch, gate: np.ndarray, slots: Slots) -> np.ndarray:
         no_task[slots.other] = 1.0
     for j in range(steps):
         raw = batch.own[j]
-        own = slots.categories(raw)
+        # the system prompt and the first user turn have nothing before them to refer to: what they ask is
+        # read over the categories alone ("what's different about 5G?" is a question, not a follow-up)
+        own = slots.content(raw) if j <= 1 else slots.categories(raw)
         if slots.other is not None:  # a closing turn exercises no capability: it is `other`, whatever it says
             own = np.where(batch.text[j][:, 2:3] > 0, no_task, own)
         w = weights[0 if j == 1 else 1]

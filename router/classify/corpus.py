@@ -145,18 +145,23 @@ _PERSONAS = ("You are {n}, the virtual assistant of {c}.", "You are a helpful as
              "You are {c}'s AI assistant.", "You are {n}, an AI assistant built by {c}.",
              "You are the customer support assistant of {c}, a {i} company.",
              "You are an assistant for employees of {c}.",
-             "This is {c}'s chat assistant, {n}.", "You are a friendly assistant working for {c} ({i}).")
+             "This is {c}'s chat assistant, {n}.", "You are a friendly assistant working for {c} ({i}).",
+             "You are the staff helpdesk assistant for {c}.", "You are the internal assistant at {c}, a {i} firm.",
+             "You are {c}'s support assistant.")
 _NAMES = ("Ava", "Leo", "Zia", "Max", "Nova", "Sam", "Iris", "Kai", "Mila", "Otto", "Remy", "Juno")
 _COMPANIES = ("Brightside Bank", "Globex", "Acme Corp", "Northwind", "Helios Energy", "Pinecrest Clinic", "Orbit Games",
               "Tidewater Legal", "FreshCart", "Sterling Insurance", "Kappa Logistics", "Bluebird Airlines",
-              "Maple Realty", "Vega Telecom", "Cobalt Software", "the City of Riverton")
+              "Maple Realty", "Vega Telecom", "Cobalt Software", "the City of Riverton", "Halcyon Health",
+              "Redwood University", "Summit Freight", "Aurora Hotels")
 _INDUSTRIES = ("banking", "retail", "healthcare", "gaming", "insurance", "logistics", "legal services", "telecom",
-               "travel", "software", "energy", "real estate")
+               "travel", "software", "energy", "real estate",
+               "education", "hospitality")
 _RULES = ("Be polite and concise.", "Never share personal data.", "Keep answers under 150 words.",
           "Answer in the user's language.", "Do not give financial advice.", "Use markdown where helpful.",
           "If you are unsure, say so.", "Today's date is 2025-05-02.", "Do not mention competitors.",
           "Escalate complaints to a human agent.", "Be friendly and professional.", "Refuse harmful requests.",
-          "Knowledge cutoff: 2024-09.", "Always greet the user by name if known.")
+          "Knowledge cutoff: 2024-09.", "Always greet the user by name if known.",
+          "Keep answers clear and professional.", "Never share internal pricing.", "Be concise, friendly and accurate.")
 
 
 def _generic_systems(rng: random.Random, written: list[str], n: int = 80) -> list[str]:

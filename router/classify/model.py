@@ -23,7 +23,7 @@ from router.classify.head import Head
 from router.classify.taxonomy import Taxonomy
 
 log = logging.getLogger("cliffguard.classifier")
-HEAD_CACHE_VERSION = "head-v7"  # bump when the fitted head's meaning or file format changes
+HEAD_CACHE_VERSION = "head-v8"  # bump when the fitted head's meaning or file format changes
 
 
 class EmbeddingClassifier:

@@ -75,9 +75,14 @@ def test_a_follow_up_inherits_and_a_long_confident_task_switches():
     assert label(["", "hi", "Solve 3x + 7 = 25 for x, showing the steps"], [NONE, OTHER, MATH]) == "math"
 
 
-def test_follow_up_is_never_a_label_and_counts_as_other_alone():
-    state = fold(Batch.of([["", "shorter please"]], [[NONE, FOLLOW]], 4), DEFAULT_GATE, SLOTS)[0]
-    assert state[3] == 0 and CLASSES[int(state.argmax())] == "other" and state.sum() == pytest.approx(1)
+def test_follow_up_is_never_a_label_and_a_first_turn_is_read_for_what_it_asks():
+    # nothing before it to refer to: "what's different about 5G?" is a question, whatever it sounds like
+    state = fold(Batch.of([["", "what's different about 5G?"]], [[NONE, FOLLOW]], 4), DEFAULT_GATE, SLOTS)[0]
+    assert state[3] == 0 and CLASSES[int(state.argmax())] == "writing" and state.sum() == pytest.approx(1)
+    assert state[1] == pytest.approx(0.15 / 0.25)
+    # later, a turn's FOLLOW_UP mass counts as `other` in the mix (it asks for no capability of its own)
+    state = fold(Batch.of([["", "hi", "shorter please"]], [[NONE, OTHER, FOLLOW]], 4), DEFAULT_GATE, SLOTS)[0]
+    assert state[3] == 0 and CLASSES[int(state.argmax())] == "other"
     assert Slots.of(("math", "writing")).categories(MATH[:2]) is not None
 
 
@@ -192,13 +197,16 @@ def test_report_splits_by_kind_and_buckets_confidence():
 
 
 @pytest.mark.parametrize("text", ["thanks, that's perfect", "lol ok", "who made you?", "are you gpt-4?", "asdfghjk",
-                                  "zzzzzz", "👍", "merci !", "great, all good, bye", "ok I'm done, gotta go"])
+                                  "zzzzzz", "👍", "merci !", "great, all good, bye", "ok I'm done, gotta go",
+                                  "thanks, works now!", "Merci beaucoup, bonne journée !", "is this chat private?",
+                                  "can you speak other languages?", "do you store what I type?"])
 def test_closing_turns_exercise_no_capability(text):
     assert closing(text) and text_features(text)[2] == 1.0
 
 
 @pytest.mark.parametrize("text", ["thanks, now make it shorter", "ok and now?", "why?", "descending please",
-                                  "perfect, but in French", "who made the first computer?", "great, one more"])
+                                  "perfect, but in French", "who made the first computer?", "great, one more",
+                                  "can you save this as csv", "it works but it's slow, why?"])
 def test_follow_ups_and_tasks_are_not_closing_turns(text):
     assert not closing(text)
 
