@@ -9,10 +9,12 @@ py-spy (`--profile FILE`: folded stacks of every gateway process).
 
     .venv/bin/python bench/cpu_per_request.py [--mode plain|stream] [-n 20000] [--config FILE]
                                               [--no-classifier] [--feedback] [--profile out.txt]
+                                              [--server uvicorn|granian] [--tree DIR]
 
-`--no-classifier` and `--feedback` run the same config with the classifier off or user feedback on. The
-gateway is started as `python -m gateway.cli serve` with this interpreter, so an older tree is measured by
-running the script with `PYTHONPATH=<that tree>` (a `git worktree` of the commit) beside this one.
+`--no-classifier` and `--feedback` run the same config with the classifier off or user feedback on.
+`--tree DIR` runs the gateway from another checkout (a `git worktree` of an older commit) with this
+interpreter: `python -m` puts the working directory first on the path, so the gateway is started there.
+`--server granian` runs the same app under granian instead of `cliffguard serve` (pip install granian).
 """
 from __future__ import annotations
 
@@ -125,6 +127,9 @@ def main() -> None:
     ap.add_argument("--feedback", action="store_true", help="the config with user feedback enabled")
     ap.add_argument("--profile", default="",
                     help="run the gateway under py-spy (warm-up included; raw folded stacks written here)")
+    ap.add_argument("--server", choices=["uvicorn", "granian"], default="uvicorn",
+                    help="granian: the same app under granian's HTTP server instead of `cliffguard serve`")
+    ap.add_argument("--tree", default="", help="run the gateway from this checkout (default: this one)")
     args = ap.parse_args()
     if not PROMPTS.exists():
         PROMPTS.write_text(subprocess.run([sys.executable, str(HARNESS / "make_prompts.py"), "-n", "20000"],
@@ -140,10 +145,26 @@ def main() -> None:
         config = Path(tempfile.mkdtemp()) / "cliffguard.yaml"
         config.write_text(yaml.safe_dump({**yaml.safe_load(Path(args.config).read_text()), **extra}))
     serve = [sys.executable, "-m", "gateway.cli", "serve", "--config", str(config), "--log-level", "warning"]
+    env = dict(os.environ)
+    redis = None
+    if args.server == "granian":  # the same ASGI app under granian (Rust HTTP): a Redis and metrics dir of its own
+        redis = subprocess.Popen(["redis-server", "--port", "16399", "--save", "", "--appendonly", "no"],
+                                 stdout=subprocess.DEVNULL)
+        metrics = Path(tempfile.mkdtemp())
+        workers = str(yaml.safe_load(config.read_text()).get("workers", 2))
+        env |= {"CLIFFGUARD_CONFIG": str(config), "CLIFFGUARD_REDIS_URL": "redis://127.0.0.1:16399/0",
+                "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
+        if not (Path(sys.executable).parent / "granian").exists():
+            raise SystemExit("--server granian needs granian in this environment: pip install granian")
+        serve = [str(Path(sys.executable).parent / "granian"), "--interface", "asgi", "--factory", "--loop", "uvloop",
+                 "--workers", workers, "--runtime-mode", "st", "--no-log", "--host", "127.0.0.1", "--port", "9000",
+                 "gateway.app:create_app"]
     if args.profile:  # py-spy starts the gateway: attaching needs ptrace rights a container may not give
         serve = [str(REPO / ".venv/bin/py-spy"), "record", "--subprocesses", "-f", "raw", "-r", "250",
                  "-o", args.profile, "--", *serve]
-    gateway = subprocess.Popen(serve, start_new_session=True,
+    tree = Path(args.tree).resolve() if args.tree else REPO
+    env["PYTHONPATH"] = str(tree)
+    gateway = subprocess.Popen(serve, start_new_session=True, env=env, cwd=tree,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ready(url)
@@ -182,6 +203,8 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             os.killpg(gateway.pid, 9)
         upstream.terminate()
+        if redis is not None:
+            redis.terminate()
 
 
 if __name__ == "__main__":
