@@ -9,8 +9,9 @@ a few features of the part and the state) says how much the new turn decides by 
 gets a small `g` and inherits the conversation's capability; a long, confident, self-contained new task
 gets a large one and switches. The system prompt and the first user turn have nothing before them to
 refer to, so their FOLLOW_UP mass is dropped (what they ask is read over the categories alone: "what's
-different about 5G?" is a question); in a later turn it counts as `other` in the mix. A closing turn (thanks, a reaction, goodbye, a question about the assistant,
-keyboard mash: `closing`) exercises no capability: its part is `other`, and it never inherits.
+different about 5G?" is a question); in a later turn it counts as `other` in the mix. A closing turn
+(thanks, a reaction, goodbye, a question about the assistant, keyboard mash: `closing`) exercises no
+capability: its part is `other`, and it never inherits.
 
 The gate has two rows of weights: one for the first user turn after a system prompt (does the system
 prompt set the task, or is it generic and the turn decides?), one for later turns. Besides the part's
@@ -62,14 +63,19 @@ CLOSING = re.compile(rf"^(?:[\s\W_]*(?:{_CLOSING_WORDS})(?![\w']))+[\s\W_]*$", r
 META = re.compile(
     r"^\W*((hi|hello|hey|ok(ay)?|cool|and|so|btw)\W+)*(who (made|built|created|trained|are) (you|u)|"
     r"what('?s| is) your name|are you (a |an )?(bot|human|real|person|robot|ai|chatgpt|gpt|sentient|alive|still there)|"
-    r"what (model|llm|ai) are you|which (model|ai|llm)|do you have feelings|do you (dream|remember|store (my|our|what))|"
+    r"what (model|llm|ai) are you|which (model|ai|llm)|do you have feelings|"
+    r"do you (dream|remember|store (my|our|what))|"
     r"can (you|u) remember|how are (you|u)|what can (you|u) do|"
     # questions about the assistant itself: its languages, its data and this chat
     r"(can|do) (you|u) (speak|understand) (other|many|different|more) languages|"
-    r"(do|does|will|can) (you|u|anyone|this (chat|app|assistant)) (store|keep|log|record|collect) (what i|my|our|this|these)\b|"
-    r"(is|are) (this|my|our) (chat|conversation|messages?|data|history) (private|confidential|saved|stored|logged|secure)|"
-    r"(can|how (do|can)) i (save|export|download|delete|clear) (this|the|my|our) (chat|conversation|history)|"
-    r"how (do|can) i (give|send|leave) feedback|can (you|u) (browse|search|access) (the )?(internet|web))", re.IGNORECASE)
+    r"(do|does|will|can) (you|u|anyone|this (chat|app|assistant)) (store|keep|log|record|collect) "
+    r"(what i|my|our|this|these)\b|"
+    r"(is|are) (this|my|our) (chat|conversation|messages?|data|history) "
+    r"(private|confidential|saved|stored|logged|secure)|"
+    r"(can|how (do|can)) i (save|export|download|delete|clear) (this|the|my|our) "
+    r"(chat|conversation|history)|"
+    r"how (do|can) i (give|send|leave) feedback|can (you|u) (browse|search|access) (the )?(internet|web))",
+    re.IGNORECASE)
 # keyboard mash: one letter repeated, or a run of keys from one row of the keyboard
 MASH = re.compile(r"^\W*(?:(\w)\1{3,}|[qwertyuiop]{6,}|[asdfghjkl;]{6,}|[zxcvbnm]{5,})\W*$", re.IGNORECASE)
 # gate features: bias, log words, refers back, own confidence, agreement with the state, state `other`,
