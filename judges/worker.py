@@ -228,7 +228,11 @@ class JudgeWorker:
                 self.stats.failed_attempts += 1
                 log.warning("sample %s attempt %d failed: %s", sample.request_id, attempt + 1, e)
                 if attempt < tries - 1:
-                    await asyncio.sleep(delay)
+                    # a stop must not wait out the backoff: the sample stays pending and is claimed again
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), delay)
+                    if self._stopping.is_set():
+                        return
                     delay *= 2
             except RedisError as e:  # not an outage (those are retried): leave it pending for a later try
                 log.warning("redis error while recording %s: %s", sample.request_id, e)

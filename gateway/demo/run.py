@@ -211,8 +211,9 @@ async def run_demo(regress: dict[str, float], tolerance: float, rps: float, max_
     finally:
         for server, _ in servers:  # the gateway's shutdown stops its embedded Redis
             server.should_exit = True
+        deadline = time.monotonic() + 15  # one grace period for all: they stop together
         for _, thread in servers:
-            await asyncio.to_thread(thread.join, 15)
+            await asyncio.to_thread(thread.join, max(0.0, deadline - time.monotonic()))
         shutil.rmtree(data_dir, ignore_errors=True)
 
 

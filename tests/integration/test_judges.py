@@ -250,6 +250,22 @@ async def test_judge_errors_are_retried_and_parse_failures_dead_lettered(rig):
     await client.aclose()
 
 
+async def test_a_stopping_worker_does_not_wait_out_its_retry_backoff(rig):
+    r = rig(retry_backoff_s=30.0, attempts_in_process=3)
+    r.judge.fail_first = 1000  # the judge keeps failing: the worker is in its backoff when told to stop
+    r.ask(1)
+    client, q, _ = r.state()
+    await r.queued(q, 1)
+    async with r.worker() as (w, task):
+        await until(w, task, lambda w: w.stats.failed_attempts >= 1, timeout=15)
+        started = time.monotonic()
+        w.stop()
+        await asyncio.wait_for(task, 5)
+    assert time.monotonic() - started < 5 and w.stats.judged == 0 and w.stats.dead == 0
+    assert (await client.xpending(q.keys.samples, GROUP))["pending"] == 1  # left for a later claim, not lost
+    await client.aclose()
+
+
 async def test_redelivered_and_duplicate_samples_count_once(rig):
     r = rig()
     r.ask(1)
