@@ -101,6 +101,26 @@ def layers(url: str) -> dict[str, float]:
     return out
 
 
+def profile_summary(path: Path, top: int = 25) -> None:
+    """Share of the workers' py-spy samples under each function (inclusive), from the raw folded stacks."""
+    import collections
+    import re
+
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if len(frames) < 2 or "spawn_main" not in frames[1]:  # the workers (uvicorn's spawned processes)
+            continue
+        total += int(count)
+        for name in {re.sub(r":\d+\)$", ")", f) for f in frames[3:]}:  # after process, thread and module
+            inclusive[name] += int(count)
+    print(f"profile: {total} samples of the workers; share under each function (inclusive):")
+    for name, n in inclusive.most_common(top):
+        print(f"  {n / max(total, 1):6.1%}  {name[:120]}")
+
+
 def wait_ready(url: str, timeout: float = 180) -> None:
     import urllib.request
     deadline = time.time() + timeout
@@ -203,6 +223,8 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             os.killpg(gateway.pid, 9)
         upstream.terminate()
+        if args.profile:
+            profile_summary(Path(args.profile))
         if redis is not None:
             redis.terminate()
 
