@@ -96,7 +96,9 @@ def demo(
 
     from gateway.cli.simulate import parse_effects
     from gateway.demo.run import run_demo
+    from gateway.processes.server import unwind_on_stop_signals
 
+    unwind_on_stop_signals()
     result = asyncio.run(run_demo(parse_effects(regress), tolerance, rps, max_seconds, out, stay))
     if result.get("phase") not in ("rolled_back", "promoted"):
         raise _fail("no decision within --max-seconds")

@@ -73,15 +73,20 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def unwind_on_stop_signals() -> None:
+    """SIGINT and SIGTERM both raise KeyboardInterrupt, so every `finally` runs (SIGTERM's default action
+    would skip the cleanup), even where the process was started with SIGINT ignored (`nohup cmd &`)."""
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.default_int_handler)
+
+
 def serve(settings: Settings, config_path: str | None, log_level: str = "info") -> None:
     # must precede any import of prometheus_client in this process (it picks its storage at import):
     # otherwise a single in-process worker would count in memory while /metrics reads the files
     if "prometheus_client" in sys.modules:
         raise RuntimeError("prometheus_client was imported before `serve` set PROMETHEUS_MULTIPROC_DIR")
-    # both signals unwind the same way, through the `finally` below (uvicorn re-raises the signal that
-    # stopped a single in-process worker; SIGTERM's default action would skip every cleanup)
-    for sig in _STOP_SIGNALS:
-        signal.signal(sig, signal.default_int_handler)
+    # uvicorn re-raises the signal that stopped a single in-process worker: it must unwind, not kill
+    unwind_on_stop_signals()
     os.environ.pop(_MULTIPROC_ENV, None)  # the classifier's preparation child keeps its metrics to itself
     if config_path:
         os.environ[CONFIG_ENV] = str(Path(config_path).resolve())

@@ -31,7 +31,9 @@ def test_demo_rolls_back_then_stays_up_for_the_console_and_stops_cleanly(tmp_pat
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIFFGUARD_")} | {"TMPDIR": str(tmp)}
     proc = subprocess.Popen([sys.executable, "-m", "gateway.cli", "demo", "--rps", "120", "--max-seconds", "150",
                              "--stay"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**env, "COLUMNS": "160"}, cwd=tmp_path, start_new_session=True)
+                            env={**env, "COLUMNS": "160"}, cwd=tmp_path, start_new_session=True,
+                            # as under `nohup demo &`: Ctrl-C must stop it even where SIGINT came in ignored
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     out: list[str] = []
     try:
         assert proc.stdout is not None
