@@ -38,6 +38,9 @@ class LiveState:
         self._on_redis_status = on_redis_status
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        # the poller and the admin endpoints both refresh: one at a time, so that a load that started
+        # earlier (an older state) is never applied after a newer one
+        self._refreshing = asyncio.Lock()
 
     async def start(self, seed: RoutingSnapshot | None = None) -> None:
         """Load the state once (seeding an empty Redis), then keep it fresh in the background."""
@@ -60,6 +63,10 @@ class LiveState:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def refresh(self) -> None:
+        async with self._refreshing:
+            await self._refresh()
+
+    async def _refresh(self) -> None:
         rev = await self.store.revision()
         if rev is None:
             # Empty Redis: restore what we know (last snapshot, else the configured seed).

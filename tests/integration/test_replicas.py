@@ -3,6 +3,7 @@ failed request while Redis is killed and restarted."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -157,3 +158,38 @@ def test_redis_restarted_empty_is_reseeded_with_the_last_state(backend_factory, 
         assert restored["weight_bp"] == 0  # the change made before is not undone by the empty Redis
     finally:
         srv.stop()
+
+
+async def test_a_refresh_never_applies_an_older_state_after_a_newer_one(redis_srv, key_prefix):
+    """The poller and an admin endpoint refresh at the same moment: the load that started first, which
+    holds the older state, must not overwrite the newer one when its answer comes back last."""
+    from router.live_state import LiveState
+    from router.state import AliasState, RoutingSnapshot
+    from router.store import StateStore, connect
+
+    class SlowFirstLoad(StateStore):
+        def __init__(self, *args):
+            super().__init__(*args)
+            self.loads, self.loading = 0, asyncio.Event()
+
+        async def load(self) -> RoutingSnapshot:
+            snap = await super().load()
+            self.loads += 1
+            if self.loads == 1:  # the first answer is read, then held back while the state changes
+                self.loading.set()
+                await asyncio.sleep(0.3)
+            return snap
+
+    client = connect(redis_srv.url)
+    store = SlowFirstLoad(client, key_prefix)
+    await store.write(aliases=[AliasState(name="bot", stable="v1", candidate="v2", weight_bp=5000)])
+    state = LiveState(store, refresh_s=60)  # no poller interfering: the two refreshes are the test's
+    try:
+        first = asyncio.create_task(state.refresh())
+        await store.loading.wait()
+        newer = await store.write(aliases=[AliasState(name="bot", stable="v1")])  # e.g. a rollback
+        await state.refresh()
+        await first
+        assert state.snapshot.revision == newer and state.snapshot.aliases["bot"].candidate is None
+    finally:
+        await client.aclose()
