@@ -155,11 +155,16 @@ class StaticEmbedder:
         return found  # type: ignore[return-value]  # every None was filled
 
     def encode_with_ids(self, texts: list[str]) -> tuple[np.ndarray, list[list[int]]]:
-        out = np.empty((len(texts), self.table.shape[1]), dtype=np.float32)
         ids = self.token_ids(texts)
-        for row, seq in enumerate(ids):
-            v = self.table[seq[:self.max_tokens] or [self.unk]].mean(axis=0, dtype=np.float32)
-            out[row] = v / (np.linalg.norm(v) + 1e-9)
+        # one gather and one segmented sum for the whole batch (a numpy call per text cost a third more)
+        cut = [seq[:self.max_tokens] or [self.unk] for seq in ids]
+        lens = np.fromiter((len(s) for s in cut), np.intp, len(cut))
+        flat = np.fromiter((t for s in cut for t in s), np.intp, int(lens.sum()))
+        starts = np.zeros(len(cut), np.intp)
+        np.cumsum(lens[:-1], out=starts[1:])
+        out: np.ndarray = np.add.reduceat(self.table[flat], starts, axis=0, dtype=np.float32)
+        out /= lens[:, None]
+        out /= np.linalg.norm(out, axis=1, keepdims=True) + 1e-9
         return out, ids
 
 

@@ -20,13 +20,13 @@ _MIX = np.int64(1_000_003)
 def _counts(ids: Sequence[Sequence[int]], vocab: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, column, count) of every token and bigram, one row per text; columns [0, vocab) are
     tokens, the rest hashed bigrams. Sorted by row, then column."""
-    cols = []
-    for seq in ids:
-        t = np.asarray(seq[:MAX_TOKENS], dtype=np.int64)
-        cols.append(np.concatenate([t, vocab + (t[:-1] * _MIX + t[1:]) % (1 << BIGRAM_BITS)]))
-    rows = np.repeat(np.arange(len(ids), dtype=np.int64), [c.shape[0] for c in cols])
+    lens = np.fromiter((min(len(s), MAX_TOKENS) for s in ids), np.int64, len(ids))
+    tokens = np.fromiter((t for s in ids for t in s[:MAX_TOKENS]), np.int64, int(lens.sum()))
+    rows = np.repeat(np.arange(len(ids), dtype=np.int64), lens)
+    within = rows[:-1] == rows[1:]  # bigrams never span two texts
+    bigrams = vocab + (tokens[:-1][within] * _MIX + tokens[1:][within]) % (1 << BIGRAM_BITS)
     width = np.int64(vocab + (1 << BIGRAM_BITS))
-    keys, counts = np.unique(rows * width + (np.concatenate(cols) if cols else np.zeros(0, np.int64)),
+    keys, counts = np.unique(np.concatenate([rows, rows[:-1][within]]) * width + np.concatenate([tokens, bigrams]),
                              return_counts=True)
     return keys // width, keys % width, counts.astype(np.float64)
 
@@ -66,7 +66,9 @@ class LexicalFeatures:
         in the serving process (scipy.sparse alone would add about 20 MB to every worker)."""
         rows, pos, data = self.entries(ids)
         out = np.zeros((len(ids), coef.shape[0]))
-        np.add.at(out, rows, data[:, None] * coef.T[pos])
+        if len(rows):  # rows come sorted: sum each text's run of entries
+            starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+            out[rows[starts]] = np.add.reduceat(coef.T[pos] * data[:, None], starts, axis=0)
         return out
 
     def matrix(self, ids: Sequence[Sequence[int]]) -> Any:

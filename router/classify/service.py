@@ -94,13 +94,16 @@ class ClassifierService:
 
     def _run(self) -> None:
         while True:
-            first = self._queue.get()
+            try:  # busy: the next batch is what arrived during the last one, taken at once
+                first, idle = self._queue.get_nowait(), False
+            except queue.Empty:
+                first, idle = self._queue.get(), True
             if first is None:
                 return
             batch = [first]
-            # one sleep per batch, then take what arrived: a timed get per item would wake this thread
-            # (and take the GIL from the event loop) once per request
-            if self.batch_wait_s > 0 and self._queue.qsize() < self.batch_size - 1:
+            # woken from idle: one short sleep lets a batch gather (a timed get per item would wake this
+            # thread, and take the GIL from the event loop, once per request)
+            if idle and self.batch_wait_s > 0 and self._queue.qsize() < self.batch_size - 1:
                 time.sleep(self.batch_wait_s)
             while len(batch) < self.batch_size:
                 try:

@@ -34,6 +34,22 @@ async def test_concurrent_requests_are_micro_batched_and_labelled():
     assert len(calls) <= 3 and sum(len(c) for c in calls) == 41  # batched, not one call each
 
 
+async def test_a_busy_worker_takes_what_arrived_without_waiting_to_gather():
+    """The gathering wait is for a worker woken from idle; under load it only added latency (the next batch
+    is what queued during the last one)."""
+    calls, gate = [], threading.Event()
+    svc = ClassifierService(scripted(calls, gate), min_confidence=0.3, batch_size=2, batch_wait_s=5.0)
+    svc.start()
+    first = [svc.submit(("sum a",)), svc.submit(("sum b",))]  # a full batch: taken without waiting
+    while not svc._queue.empty():
+        await asyncio.sleep(0.01)
+    late = svc.submit(("sum c",))  # queued while the worker is busy with the first batch
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(*first, late), 2.0)  # a 5 s gathering wait would time out here
+    assert [len(c) for c in calls] == [2, 1]
+    svc.stop()
+
+
 async def test_cache_and_in_flight_dedup():
     calls = []
     svc = ClassifierService(scripted(calls), min_confidence=0.3)
