@@ -143,7 +143,8 @@ class ClassifierConfig(_Strict):
     max_tokens: int = Field(128, ge=8, le=512)
     threads: int = Field(1, ge=1, le=16, description="torch threads per gateway process (contextual encoder)")
     batch_size: int = Field(32, ge=1, le=512)
-    batch_wait_ms: float = Field(2.0, ge=0, le=100)
+    batch_wait_ms: float = Field(2.0, ge=0, le=100, description="how long an idle classifier thread lets a "
+                                                               "batch gather (a busy one never waits)")
     queue_size: int = Field(512, ge=1)
     cache_size: int = Field(20_000, ge=0)
     pin_wait_ms: float = Field(100.0, ge=0, description="how long routing may wait for the category when "
