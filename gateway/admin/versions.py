@@ -3,10 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
-import aiohttp
+import orjson
 from pydantic import BaseModel, Field
 from redis.exceptions import WatchError
 from starlette.requests import Request
@@ -16,7 +17,7 @@ from gateway.auth import Identity
 from gateway.config import VersionConfig
 from gateway.context import GatewayContext
 from gateway.errors import GatewayError
-from gateway.proxy.upstream import _auth_headers as backend_auth_headers
+from gateway.proxy.upstream import UPSTREAM_ERRORS, Backends
 from router.registry import DAY, in_use
 from router.state import VersionRecord
 from router.store import EVENTS_MAXLEN, StateStore, event_fields
@@ -61,7 +62,7 @@ def handlers(ctx: GatewayContext) -> list[tuple[str, str, Any, bool, str, type[B
         if existing is not None:  # refused early, before any backend call; `_insert` decides atomically
             _same_backend(existing, record)
         if body.lora_path:
-            await _load_lora(record, body.lora_path)
+            await _load_lora(ctx.backends, record, body.lora_path)
         if body.check:
             ok, detail = await ctx.backends.probe(record)
             if not ok:
@@ -124,18 +125,18 @@ async def _insert(store: StateStore, record: VersionRecord, event: dict[str, Any
                 continue
 
 
-async def _load_lora(v: VersionRecord, path: str) -> None:
+async def _load_lora(backends: Backends, v: VersionRecord, path: str) -> None:
     """vLLM with VLLM_ALLOW_RUNTIME_LORA_UPDATING=True: load the adapter under the version's model name,
     with the version's backend key (a vLLM started with --api-key refuses the call without it)."""
     root = v.base_url.removesuffix("/v1")
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as s, s.post(
-                f"{root}/v1/load_lora_adapter", json={"lora_name": v.model, "lora_path": path},
-                headers=backend_auth_headers(v)) as r:
-            text = await r.text()
-            if r.status != 200 and "already" not in text.lower():
-                raise GatewayError(422, f"Loading LoRA adapter {path!r} failed: {r.status} {text[:300]}",
-                                   "invalid_request_error", "lora_path", "lora_load_failed")
-    except aiohttp.ClientError as e:
-        raise GatewayError(422, f"Loading LoRA adapter failed: {e}", "invalid_request_error", "lora_path",
-                           "lora_load_failed") from None
+        async with asyncio.timeout(60):
+            async with await backends.call("POST", v, f"{root}/v1/load_lora_adapter",
+                                           orjson.dumps({"lora_name": v.model, "lora_path": path})) as r:
+                text = (await r.read()).decode("utf-8", "replace")
+        if r.status != 200 and "already" not in text.lower():
+            raise GatewayError(422, f"Loading LoRA adapter {path!r} failed: {r.status} {text[:300]}",
+                               "invalid_request_error", "lora_path", "lora_load_failed")
+    except UPSTREAM_ERRORS as e:
+        raise GatewayError(422, f"Loading LoRA adapter failed: {type(e).__name__}: {e}", "invalid_request_error",
+                           "lora_path", "lora_load_failed") from None

@@ -16,12 +16,11 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from gateway.auth import Authenticator, Identity
 from gateway.config import Settings
 from gateway.errors import GatewayError, bad_request, model_not_found, unauthorized
 from gateway.feedback import Answered, RequestLog
+from gateway.proxy.http_client import ProtocolError, Response
 from gateway.proxy.model_name import ModelRewrite
 from gateway.proxy.request import CHAT, COMPLETIONS, RESPONSES, OpenAIRequest, parse, upstream_body
 from gateway.proxy.sampling import RequestSampler
@@ -179,7 +178,7 @@ class ProxyHandler:
         task = asyncio.current_task()
         assert task is not None
         watcher = _DisconnectWatcher(receive, task)
-        resp: aiohttp.ClientResponse | None = None
+        resp: Response | None = None
         try:
             opened = await self._open_upstream(ex)
             if isinstance(opened, GatewayError):
@@ -211,7 +210,7 @@ class ProxyHandler:
         ex.finished = time.perf_counter()
         when_labelled(ex.label, LABEL_WAIT_AFTER_RESPONSE_S, lambda label: self._after_response(ex, label))
 
-    async def _open_upstream(self, ex: Exchange) -> aiohttp.ClientResponse | GatewayError:
+    async def _open_upstream(self, ex: Exchange) -> Response | GatewayError:
         """Send to the chosen version. A candidate failing before its first byte (no connection, timeout, 5xx,
         or a 4xx: e.g. 404 when its LoRA adapter vanished after a vLLM restart) is retried on stable."""
         path = PATHS[ex.req.endpoint]
@@ -247,7 +246,7 @@ class ProxyHandler:
                 f"Backend for `{ex.alias.name}` ({ex.version.name}) is unavailable: "
                 f"{failure.value} ({type(err).__name__}).", "upstream_error", None, f"upstream_{failure.value}")
 
-    def _count_candidate_failure(self, ex: Exchange, stable_resp: aiohttp.ClientResponse | None) -> None:
+    def _count_candidate_failure(self, ex: Exchange, stable_resp: Response | None) -> None:
         """A failure hidden from the user by the fallback is still the candidate's error, unless stable
         refuses the request in the same way (then the request, not the candidate, was at fault)."""
         if self.guards is None or ex.fallback_from is None:
@@ -268,14 +267,14 @@ class ProxyHandler:
             (b"x-request-id", ex.request_id.encode("latin-1")),
         ]
 
-    def _start(self, ex: Exchange, resp: aiohttp.ClientResponse, extra: list[tuple[bytes, bytes]]) -> Message:
+    def _start(self, ex: Exchange, resp: Response, extra: list[tuple[bytes, bytes]]) -> Message:
         ex.status = resp.status
         upstream = [(k, v) for k, v in resp.raw_headers if k.lower() not in _HOP_BY_HOP]
         return {"type": "http.response.start", "status": resp.status,
                 "headers": upstream + extra + self._our_headers(ex)}
 
     async def _relay_body(
-        self, ex: Exchange, resp: aiohttp.ClientResponse, send: Send, watcher: _DisconnectWatcher
+        self, ex: Exchange, resp: Response, send: Send, watcher: _DisconnectWatcher
     ) -> None:
         try:
             body = await resp.read()
@@ -299,12 +298,12 @@ class ProxyHandler:
             ex.usage = body_usage(body)
 
     async def _relay_stream(
-        self, ex: Exchange, resp: aiohttp.ClientResponse, send: Send, watcher: _DisconnectWatcher
+        self, ex: Exchange, resp: Response, send: Send, watcher: _DisconnectWatcher
     ) -> None:
         scanner = StreamScanner.of(ex.req, ModelRewrite.for_request(ex.version.model, ex.alias.name, ex.req.body))
         await send(self._start(ex, resp, []))
         try:
-            async for chunk in resp.content.iter_any():
+            async for chunk in resp.chunks():
                 out, first = scanner.feed(chunk)
                 if first:
                     ex.ttft_s = time.perf_counter() - ex.t0
@@ -314,7 +313,7 @@ class ProxyHandler:
                     await send({"type": "http.response.body", "body": out, "more_body": True})
             tail = scanner.flush()
             if not scanner.done:
-                raise aiohttp.ClientPayloadError("stream ended before its final event")
+                raise ProtocolError("stream ended before its final event")
         except UPSTREAM_ERRORS as e:
             # after the first byte there is no fallback: end the stream with an error event
             reason = Failure.MIDSTREAM.value

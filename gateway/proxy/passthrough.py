@@ -80,7 +80,7 @@ class PassThrough:
             async with resp:
                 answer = await resp.read()
                 status = resp.status
-                content_type = resp.headers.get("content-type", "application/json")
+                content_type = resp.header("content-type", "application/json")
         except UPSTREAM_ERRORS as e:
             failure = classify(e)
             m.UPSTREAM_ERRORS.labels(alias.name, version.name, failure.value).inc()

@@ -1,8 +1,8 @@
-"""Connections to the backends: one pooled keep-alive aiohttp session per backend base URL.
+"""Calls to the backends: one keep-alive connection pool per backend origin (`http_client.Pool`).
 
-aiohttp rather than httpx on this path: measured here (bench/client_overhead.py), an httpx round trip
-costs ~450 us of client CPU against ~120 us for aiohttp, whose HTTP parser is in C; that alone decides
-whether the gateway meets its added-latency target.
+The gateway's own small HTTP/1.1 client rather than httpx or aiohttp on this path: measured here
+(`bench/client_overhead.py`), a round trip costs ~450 us of client CPU with httpx, ~200 us with aiohttp,
+~80 us with this one; that decides much of the gateway's added latency and throughput.
 """
 
 from __future__ import annotations
@@ -11,14 +11,17 @@ import asyncio
 import os
 from enum import StrEnum
 from typing import Any
+from urllib.parse import urlsplit
 
-import aiohttp
+import orjson
 
 from gateway.config import Limits, Timeouts
+from gateway.proxy.http_client import ConnectError, Origin, Pool, PoolLimits, Response, UpstreamError
 from router.state import VersionRecord
 
 # everything a backend call can raise that means "the backend failed", not "the gateway has a bug"
-UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+UPSTREAM_ERRORS = (UpstreamError, asyncio.TimeoutError)
+_JSON = [(b"content-type", b"application/json")]
 
 
 class Failure(StrEnum):
@@ -33,9 +36,9 @@ class Failure(StrEnum):
 
 
 def classify(exc: BaseException) -> Failure:
-    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+    if isinstance(exc, ConnectError):
         return Failure.CONNECT
-    if isinstance(exc, asyncio.TimeoutError):  # includes aiohttp's ServerTimeoutError
+    if isinstance(exc, asyncio.TimeoutError):  # includes the client's ReadTimeout
         return Failure.TIMEOUT
     return Failure.PROTOCOL
 
@@ -45,61 +48,56 @@ def server_root(base_url: str) -> str:
     return base_url.rstrip("/").removesuffix("/v1")
 
 
-def _auth_headers(version: VersionRecord) -> dict[str, str]:
+def _headers(version: VersionRecord, json_body: bool) -> list[tuple[bytes, bytes]]:
+    headers = _JSON if json_body else []
     if version.api_key_env and (key := os.environ.get(version.api_key_env)):
-        return {"authorization": f"Bearer {key}"}
-    return {}
+        return [*headers, (b"authorization", f"Bearer {key}".encode("latin-1"))]
+    return headers
 
 
 class Backends:
     """Owns the connection pools; a pool is made on first use and kept across state changes."""
 
     def __init__(self, timeouts: Timeouts, limits: Limits) -> None:
-        # sock_read bounds every wait for bytes (the response head, then each chunk)
-        self._timeout = aiohttp.ClientTimeout(
-            total=None, connect=timeouts.pool + timeouts.connect, sock_connect=timeouts.connect,
-            sock_read=timeouts.read,
-        )
-        self._limit = limits.max_connections_per_backend
-        self._sessions: dict[str, aiohttp.ClientSession] = {}
+        # read bounds every wait for bytes (the response head, then each chunk)
+        self._limits = PoolLimits(max_connections=limits.max_connections_per_backend, connect_s=timeouts.connect,
+                                  pool_s=timeouts.pool, read_s=timeouts.read)
+        self._pools: dict[Origin, Pool] = {}
+        self._bases: dict[str, tuple[Pool, str]] = {}  # base URL -> its pool and path prefix
 
-    def session(self, base_url: str) -> aiohttp.ClientSession:
-        s = self._sessions.get(base_url)
-        if s is None:
-            s = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=60, ttl_dns_cache=60),
-                timeout=self._timeout,
-                auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept-Encoding"),
-                trust_env=False,
-            )
-            self._sessions[base_url] = s
-        return s
+    def _pool(self, origin: Origin) -> Pool:
+        p = self._pools.get(origin)
+        if p is None:
+            p = self._pools[origin] = Pool(origin, self._limits)
+        return p
 
-    async def send(self, version: VersionRecord, path: str, body: bytes) -> aiohttp.ClientResponse:
+    async def send(self, version: VersionRecord, path: str, body: bytes) -> Response:
         """POST and wait for the response head; the caller reads the body (streamed) and then calls
         release() (connection back to the pool) or close() (connection dropped: the backend cancels)."""
-        return await self.call("POST", version, f"{version.base_url}{path}", body)
+        base = self._bases.get(version.base_url)
+        if base is None:
+            base = self._bases[version.base_url] = (self._pool(Origin.of(version.base_url)),
+                                                    urlsplit(version.base_url).path.rstrip("/"))
+        pool, prefix = base
+        return await pool.request("POST", prefix + path, _headers(version, True), body)
 
-    async def call(self, method: str, version: VersionRecord, url: str, body: bytes | None = None
-                   ) -> aiohttp.ClientResponse:
-        headers = {"content-type": "application/json", **_auth_headers(version)} if body is not None \
-            else _auth_headers(version)
-        return await self.session(version.base_url).request(method, url, data=body, headers=headers)
+    async def call(self, method: str, version: VersionRecord, url: str, body: bytes | None = None) -> Response:
+        u = urlsplit(url)
+        target = f"{u.path or '/'}?{u.query}" if u.query else (u.path or "/")
+        return await self._pool(Origin.of(url)).request(method, target, _headers(version, body is not None), body)
 
     async def models(self, version: VersionRecord, timeout_s: float = 2.0) -> list[dict[str, Any]]:
         """The backend's model list (GET {base_url}/models). Raises UPSTREAM_ERRORS, or ValueError when the
         answer is not a model list."""
-        async with self.session(version.base_url).get(
-            f"{version.base_url}/models", headers=_auth_headers(version),
-            timeout=aiohttp.ClientTimeout(total=timeout_s),
-        ) as r:
-            if r.status != 200:
-                raise ValueError(f"GET /models answered {r.status}")
-            try:
-                payload = await r.json(content_type=None)
-            except ValueError:
-                raise ValueError("GET /models did not return JSON") from None
+        async with asyncio.timeout(timeout_s):
+            async with await self.call("GET", version, f"{version.base_url}/models") as r:
+                if r.status != 200:
+                    raise ValueError(f"GET /models answered {r.status}")
+                answer = await r.read()
+        try:
+            payload = orjson.loads(answer)
+        except orjson.JSONDecodeError:
+            raise ValueError("GET /models did not return JSON") from None
         data = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(data, list):
             raise ValueError("GET /models did not return a model list")
@@ -118,6 +116,6 @@ class Backends:
         return True, "ok"
 
     async def aclose(self) -> None:
-        for s in self._sessions.values():
-            await s.close()
-        self._sessions.clear()
+        for p in self._pools.values():
+            p.close()
+        self._pools.clear()
