@@ -1,4 +1,4 @@
-"""The HTTP/1.1 protocol uvicorn runs for the gateway: uvicorn's httptools protocol, with two changes.
+"""The HTTP/1.1 protocol uvicorn runs for the gateway: uvicorn's httptools protocol, with three changes.
 
 - A request the parser cannot read (malformed request line or headers, invalid URL) is answered in
   OpenAI's error format (JSON, 400) instead of uvicorn's plain text, and the connection is closed.
@@ -6,9 +6,15 @@
   hand the request to a stack the app does not answer. Such a request is served as plain HTTP (404, 405
   or the answer itself), and the connection closes after it, because the parser reads nothing after an
   upgrade request.
+- Writes to the client are corked until the end of the event loop's current step: uvicorn writes a
+  response's head and its body separately, and each write is a system call; corked, a whole answer
+  (and stream events that arrive together) leaves in one.
 """
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
@@ -18,7 +24,41 @@ _MALFORMED = error_body("Malformed HTTP request: it could not be parsed.", "inva
                         "invalid_http")
 
 
+class _CorkedTransport:
+    """Buffers writes made during one step of the event loop and sends them as one."""
+
+    __slots__ = ("_transport", "_loop", "_pending")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._pending: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        if not self._pending:
+            self._loop.call_soon(self._flush)
+        self._pending.append(data)
+
+    def _flush(self) -> None:
+        if self._pending:
+            data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
+            self._pending.clear()
+            if not self._transport.is_closing():
+                self._transport.write(data)
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, pause_reading, get_extra_info...
+        return getattr(self._transport, name)
+
+
 class GatewayHttpProtocol(HttpToolsProtocol):
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.transport = _CorkedTransport(transport, self.loop)  # type: ignore[assignment]
+
     def send_400_response(self, msg: str) -> None:
         head = [STATUS_LINE[400]]
         for name, value in self.server_state.default_headers:

@@ -130,6 +130,7 @@ def _run_workers(settings: Settings, log_level: str, metrics_dir: Path) -> None:
         http=GatewayHttpProtocol,  # OpenAI-format 400 for malformed HTTP
         lifespan="on",
         access_log=False,
+        proxy_headers=False,  # nothing reads the client's address: no middleware per request for it
         server_header=False,
         date_header=False,
         log_level=log_level,
