@@ -46,19 +46,29 @@ async def rollback_scenario(gateway_factory: Callable[..., ThreadServer], versio
     users = [f"user-{i}" for i in range(24)]
     switched: dict[str, float] = {}  # replica -> when its routing state first showed no candidate
 
+    async def candidate(h: httpx.AsyncClient, rep: ThreadServer) -> str | None:
+        st = (await h.get(f"{rep.url}/admin/state", headers=ADMIN)).json()
+        found: str | None = next(a for a in st["aliases"] if a["name"] == "bot")["candidate"]
+        return found
+
     async def watch(h: httpx.AsyncClient) -> None:
         # the replicas' in-memory routing state, polled every 20 ms: what routing uses, with no backend
         # (a CPU vLLM takes hundreds of ms per request) in the measurement
         while len(switched) < len(replicas):
             for rep in replicas:
-                if rep.url not in switched:
-                    st = (await h.get(f"{rep.url}/admin/state", headers=ADMIN)).json()
-                    if next(a for a in st["aliases"] if a["name"] == "bot")["candidate"] is None:
-                        switched[rep.url] = time.time()
+                if rep.url not in switched and await candidate(h, rep) is None:
+                    switched[rep.url] = time.time()
             await asyncio.sleep(0.02)
 
     try:
         async with httpx.AsyncClient(timeout=60) as h:
+            # the other replica learns of the rollout on its next poll: until then it routes everyone to
+            # stable, and "no candidate" there would not mean it has seen the rollback
+            ready = time.monotonic() + 10
+            while [await candidate(h, rep) for rep in replicas] != ["v2"] * len(replicas):
+                assert time.monotonic() < ready, "a replica never saw the rollout"
+                await asyncio.sleep(0.02)
+
             async def version(url: str, user: str, i: int) -> str:
                 resp = await h.post(f"{url}/v1/chat/completions", headers={"x-cliffguard-category": category},
                                     json={"model": "bot", "user": user, **(request_extra or {}),
