@@ -185,32 +185,42 @@ class Batch:
 
 def fold(batch: Batch, gate: np.ndarray, slots: Slots) -> np.ndarray:
     """Each conversation's probabilities over the categories, (n, classes); the FOLLOW_UP column is 0.
-    The first non-empty part starts the state; every later one is mixed in by the gate."""
+    The first non-empty part starts the state; every later one is mixed in by the gate.
+
+    What does not depend on the state is computed for every step at once; the loop does only the state's
+    terms, and only at steps where some part is mixed into a state (a request of one part costs a few
+    numpy calls, not dozens)."""
     steps, n, classes = batch.own.shape
     weights = gate_matrix(gate, classes)
+    raw, text, mask = batch.own, batch.text, batch.mask
+    # the system prompt and the first user turn have nothing before them to refer to: what they ask is
+    # read over the categories alone ("what's different about 5G?" is a question, not a follow-up)
+    own = np.concatenate([slots.content(raw[:2]), slots.categories(raw[2:])])
+    if slots.other is not None:  # a closing turn exercises no capability: it is `other`, whatever it says
+        no_task = np.zeros(classes)
+        no_task[slots.other] = 1.0
+        own = np.where(text[..., 2:3] > 0, no_task, own)
     state = np.zeros((n, classes))
     started = np.zeros(n, dtype=bool)
-    zero = np.zeros(n)
-    no_task = np.zeros(classes)
-    if slots.other is not None:
-        no_task[slots.other] = 1.0
+    if (mask & (mask.cumsum(axis=0) > 1)).any():  # some part is mixed into a state: the gate's part-only
+        w = weights[np.where(np.arange(steps) == 1, 0, 1)]  # terms, for every step (row 0 after the system slot)
+        fixed = (w[:, :1] + np.einsum("snk,sk->sn", text[..., :2], w[:, 1:3]) + w[:, 3:4] * own.max(axis=2)
+                 + w[:, 8:9] * text[..., 2] + np.einsum("snc,sc->sn", own, w[:, N_FEATURES + classes:]))
+        if slots.other is not None:
+            fixed += w[:, 6:7] * own[..., slots.other]
+        if slots.follow is not None:
+            fixed += w[:, 7:8] * raw[..., slots.follow]
     for j in range(steps):
-        raw = batch.own[j]
-        # the system prompt and the first user turn have nothing before them to refer to: what they ask is
-        # read over the categories alone ("what's different about 5G?" is a question, not a follow-up)
-        own = slots.content(raw) if j <= 1 else slots.categories(raw)
-        if slots.other is not None:  # a closing turn exercises no capability: it is `other`, whatever it says
-            own = np.where(batch.text[j][:, 2:3] > 0, no_task, own)
-        w = weights[0 if j == 1 else 1]
-        z = (w[0] + batch.text[j][:, :2] @ w[1:3] + w[3] * own.max(axis=1) + w[4] * (own * state).sum(axis=1)
-             + w[5] * (state[:, slots.other] if slots.other is not None else zero)
-             + w[6] * (own[:, slots.other] if slots.other is not None else zero)
-             + w[7] * (raw[:, slots.follow] if slots.follow is not None else zero)
-             + w[8] * batch.text[j][:, 2]
-             + state @ w[N_FEATURES:N_FEATURES + classes] + own @ w[N_FEATURES + classes:])
-        g = np.where(started, 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30))), 1.0)[:, None]
-        state = np.where(batch.mask[j][:, None], g * own + (1 - g) * state, state)
-        started |= batch.mask[j]
+        if (mask[j] & started).any():
+            wj = w[j]
+            z = fixed[j] + wj[4] * (own[j] * state).sum(axis=1) + state @ wj[N_FEATURES:N_FEATURES + classes]
+            if slots.other is not None:
+                z += wj[5] * state[:, slots.other]
+            g = np.where(started, 1.0 / (1.0 + np.exp(-np.clip(z, -30, 30))), 1.0)[:, None]
+            state = np.where(mask[j][:, None], g * own[j] + (1 - g) * state, state)
+        elif mask[j].any():  # only first parts here: they start the state
+            state[mask[j]] = own[j][mask[j]]
+        started |= mask[j]
     if not started.all():  # nothing to read: no category is likelier than another
         state[~started] = slots.categories(np.full((int((~started).sum()), classes), 1.0 / classes))
     return state

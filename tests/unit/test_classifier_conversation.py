@@ -94,6 +94,22 @@ def test_batch_pads_conversations_of_different_lengths():
     assert CLASSES[int(state[0].argmax())] == "math" and CLASSES[int(state[1].argmax())] == "writing"
 
 
+def test_a_conversation_folds_the_same_alone_or_in_any_batch():
+    # first parts at different steps (system slot, first turn, a later turn after empty ones), closings,
+    # follow-ups and a conversation with nothing to read, under the default gate and a fitted-shape one
+    convs = [(["", "a"], [NONE, MATH]),
+             (["sys", "b", "c"], [WRITING, MATH, FOLLOW]),
+             (["", "", "", "d"], [NONE, NONE, NONE, WRITING]),
+             (["", "e", "thanks!", "f"], [NONE, MATH, WRITING, FOLLOW]),
+             ([""], [NONE])]
+    rng = np.random.default_rng(0)
+    for gate in (DEFAULT_GATE, rng.normal(size=(2, gate_width(4)))):
+        alone = np.concatenate([fold(Batch.of([p], [pr], 4), gate, SLOTS) for p, pr in convs])
+        together = fold(Batch.of([p for p, _ in convs], [pr for _, pr in convs], 4), gate, SLOTS)
+        np.testing.assert_allclose(together, alone, rtol=0, atol=1e-12)
+        assert np.allclose(together.sum(axis=1), 1.0) and (together[:, 3] == 0).all()
+
+
 def test_text_features_mark_referential_turns():
     assert text_features("and now in French?")[1] == 1.0
     assert text_features("Explain the causes of the First World War in detail")[1] == 0.0
