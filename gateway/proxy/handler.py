@@ -66,6 +66,7 @@ class Exchange:
     client_request_id: str | None = None
     capture: list[bytes] | None = None  # the answer's bytes, kept when it may be sampled for judging
     upstream_s: float = 0.0  # time the backend held the request before its response head
+    overhead_s: float | None = None  # the gateway's own time before the response head, once it is sent
     status: int = 0
     ttft_s: float | None = None
     finished: float = 0.0  # when the client had the whole answer
@@ -258,12 +259,11 @@ class ProxyHandler:
                                ttft_s=None)
 
     def _our_headers(self, ex: Exchange) -> list[tuple[bytes, bytes]]:
-        overhead_ms = ((time.perf_counter() - ex.t0) - ex.upstream_s) * 1000
-        m.child(m.OVERHEAD, ex.alias.name).observe(overhead_ms / 1000)
+        ex.overhead_s = overhead_s = (time.perf_counter() - ex.t0) - ex.upstream_s
         return [
             (b"x-cliffguard-version", ex.version.name.encode()),
             (b"x-cliffguard-arm", ex.arm.encode()),
-            (b"x-cliffguard-overhead-ms", f"{overhead_ms:.3f}".encode()),
+            (b"x-cliffguard-overhead-ms", f"{overhead_s * 1000:.3f}".encode()),
             (b"x-request-id", ex.request_id.encode("latin-1")),
         ]
 
@@ -346,6 +346,8 @@ class ProxyHandler:
         m.child(m.CLASSIFIER_CONFIDENCE, a, arm, label.layer).observe(label.confidence)
         m.child(m.REQUESTS, a, v, arm, cat, ex.req.endpoint, str(ex.status)).inc()
         m.child(m.REQUEST_LATENCY, a, v, arm, cat, "true" if ex.req.stream else "false").observe(latency)
+        if ex.overhead_s is not None:
+            m.child(m.OVERHEAD, a).observe(ex.overhead_s)
         if ex.ttft_s is not None:
             m.child(m.TTFT, a, v, arm, cat).observe(ex.ttft_s)
         if ex.usage:

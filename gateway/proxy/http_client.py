@@ -279,11 +279,12 @@ class Pool:
         self._open = 0  # connections open or being opened
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._ssl = ssl.create_default_context() if origin.scheme == "https" else None
+        self._host = origin.host_header  # IDNA-encoded once, not per request
 
     async def request(self, method: str, path: str, headers: list[tuple[bytes, bytes]],
                       body: bytes | None = None) -> Response:
         """Send a request and wait for the head of its answer. Raises UpstreamError."""
-        lines = [b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (method.encode(), path.encode(), self.origin.host_header)]
+        lines = [b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (method.encode(), path.encode(), self._host)]
         lines += [b"%s: %s\r\n" % kv for kv in headers]
         lines.append(b"content-length: %d\r\n\r\n" % len(body) if body is not None else b"\r\n")
         data = [b"".join(lines), body] if body else [b"".join(lines)]

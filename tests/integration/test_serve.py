@@ -56,6 +56,7 @@ def test_serve_two_workers_embedded_redis_metrics_and_restart(config):
             assert httpx.post(f"{url}/v1/chat/completions", json={"model": "bot", "messages": []}).status_code == 200
         metrics = httpx.get(f"{url}/metrics").text
         assert sample(metrics, "cliffguard_requests_total", alias="bot", status="200") == 40
+        assert sample(metrics, "cliffguard_gateway_overhead_seconds_count", alias="bot") == 40
         prom_dir = path.parent / "data/prometheus" / url.rsplit(":", 1)[1]
         serving = {f.name for f in prom_dir.glob("counter_*.db")
                    if any("cliffguard_requests_total" in row[0]
