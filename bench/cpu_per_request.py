@@ -85,7 +85,8 @@ def load(url: str, mode: str, n: int, concurrency: int, users: int) -> dict:
 
 
 def layers(url: str) -> dict[str, float]:
-    """Requests labelled so far, by the classifier layer that decided (from the gateway's /metrics)."""
+    """Requests labelled so far, by the classifier layer that decided, and the model's batches (`batches`,
+    `batched`: their count and the prompts in them), from the gateway's /metrics."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
@@ -94,10 +95,13 @@ def layers(url: str) -> dict[str, float]:
         text = r.read().decode()
     out: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
-        if family.name == "cliffguard_classifications":
-            for s in family.samples:
-                if s.name.endswith("_total"):
-                    out[s.labels["layer"]] = out.get(s.labels["layer"], 0.0) + s.value
+        for s in family.samples:
+            if family.name == "cliffguard_classifications" and s.name.endswith("_total"):
+                out[s.labels["layer"]] = out.get(s.labels["layer"], 0.0) + s.value
+            elif s.name == "cliffguard_classifier_batch_size_count":
+                out["batches"] = out.get("batches", 0.0) + s.value
+            elif s.name == "cliffguard_classifier_batch_size_sum":
+                out["batched"] = out.get("batched", 0.0) + s.value
     return out
 
 
@@ -211,9 +215,13 @@ def main() -> None:
         for pid, cmd, cpu, rss in rows:
             if cpu > 0.05:
                 print(f"  pid {pid:>7}  cpu {cpu:7.2f} s  {1e6 * cpu / n:8.1f} us/req  rss {rss:6.1f} MB  {cmd}")
+        batches, batched = by_layer.pop("batches", 0.0), by_layer.pop("batched", 0.0)
         counted = sum(by_layer.values()) or 1.0
         print("labelled by: " + ", ".join(f"{k} {v / counted:.1%}" for k, v in sorted(by_layer.items()))
               + "  (unclassified: shed by the classifier's bounded queue, or late)")
+        if batches:
+            print(f"classifier: {batched:,.0f} prompts in {batches:,.0f} model batches "
+                  f"({batched / batches:.1f} per batch)")
         print(f"gateway CPU per request: {1e6 * total / n:.1f} us "
               f"(the 2-core ceiling this implies: {2 * n / total:,.0f} req/s)")
     finally:
