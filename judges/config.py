@@ -35,6 +35,8 @@ class WorkerConfig(BaseModel):
                                                         "pending samples are claimed at once")
     pair_ttl_days: float = Field(30.0, gt=0)
     generation_timeout_s: float = Field(120.0, gt=0)
+    stop_grace_s: float = Field(10.0, ge=0, description="on a stop, how long samples in hand may finish; the "
+                                                        "rest stay pending and another worker claims them")
     metrics_port: int | None = Field(9108, description="Prometheus port of the worker (None: off); taken by "
                                                        "another worker on the host: the next free one, logged")
 

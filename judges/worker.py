@@ -100,14 +100,17 @@ class JudgeWorker:
         self.guards.start()
         beat = asyncio.create_task(self._heartbeat(), name="cliffguard-worker-heartbeat")
         log.info("worker %s consuming %s", self.consumer, self.queue.keys.samples)
-        slots = asyncio.Semaphore(self.cfg.worker.concurrency)
+        stopping = asyncio.ensure_future(self._stopping.wait())
         tasks: set[asyncio.Task[None]] = set()
         in_hand: set[bytes] = set()  # entry ids being handled: a claim of our own slow one is not a second job
         # first what this consumer name was given before and never acknowledged (a restarted worker)
         backlog = await self._redis(self.queue.read, self.consumer, 10_000, 0, own_pending=True)
         last_claim, claiming = 0.0, False
         while not self._stopping.is_set():
-            free = max(1, self.cfg.worker.concurrency - len(tasks))
+            if len(tasks) >= self.cfg.worker.concurrency:  # full: wait for a free slot, or the stop
+                await asyncio.wait([*tasks, stopping], return_when=asyncio.FIRST_COMPLETED)
+                continue
+            free = self.cfg.worker.concurrency - len(tasks)
             try:
                 entries, backlog = backlog[:free], backlog[free:]
                 if not entries and (claiming or time.monotonic() - last_claim > self._claim_every_s):
@@ -121,7 +124,6 @@ class JudgeWorker:
                 await asyncio.sleep(1.0)
                 continue
             for entry_id, fields in entries:
-                await slots.acquire()
                 t = asyncio.create_task(self._handle(entry_id, fields))
                 tasks.add(t)
                 in_hand.add(entry_id)
@@ -129,18 +131,30 @@ class JudgeWorker:
                 def done(t: asyncio.Task[None], entry_id: bytes = entry_id) -> None:
                     tasks.discard(t)
                     in_hand.discard(entry_id)
-                    slots.release()
                     if not t.cancelled() and t.exception() is not None:
                         log.error("sample handling failed", exc_info=t.exception())
                 t.add_done_callback(done)
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        stopping.cancel()
+        await self._drain(tasks)
         beat.cancel()
         await asyncio.gather(beat, return_exceptions=True)
         await self.guards.stop()
 
     def stop(self) -> None:
         self._stopping.set()
+
+    async def _drain(self, tasks: set[asyncio.Task[None]]) -> None:
+        """Samples in hand get `stop_grace_s` to finish; the rest are cancelled unacknowledged (a slow judge
+        or backend must not hold up a stop: Kubernetes kills after 30 s). Nothing is lost: they stay pending,
+        another worker claims them, and one recorded just before its cancel counts once (the done marker)."""
+        if not tasks:
+            return
+        _, left = await asyncio.wait(tasks, timeout=self.cfg.worker.stop_grace_s)
+        for t in left:
+            t.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
+        if left:
+            log.warning("stopped with %d samples unfinished; they stay pending for another worker", len(left))
 
     @property
     def _claim_every_s(self) -> float:

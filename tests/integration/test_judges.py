@@ -266,6 +266,25 @@ async def test_a_stopping_worker_does_not_wait_out_its_retry_backoff(rig):
     await client.aclose()
 
 
+async def test_a_stopping_worker_gives_a_slow_judge_call_its_grace_then_leaves_the_sample_pending(rig):
+    r = rig(stop_grace_s=0.5)
+    r.judge.delay_s = 8.0  # a slow judge (the rig's timeout_s is 10): a stop must not wait for it
+    r.ask(1)
+    client, q, _ = r.state()
+    await r.queued(q, 1)
+    async with r.worker() as (w, task):
+        deadline = time.monotonic() + 15
+        while not r.judge.calls:
+            assert time.monotonic() < deadline, "the judge was never called"
+            await asyncio.sleep(0.05)
+        started = time.monotonic()
+        w.stop()
+        await asyncio.wait_for(task, 5)
+    assert time.monotonic() - started < 2 and w.stats.judged == 0 and w.stats.dead == 0
+    assert (await client.xpending(q.keys.samples, GROUP))["pending"] == 1  # left for a later claim, not lost
+    await client.aclose()
+
+
 async def test_redelivered_and_duplicate_samples_count_once(rig):
     r = rig()
     r.ask(1)

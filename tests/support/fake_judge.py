@@ -3,11 +3,12 @@
 Modes: `prefer:<text>` picks the assistant whose answer contains <text> (tie if neither or both);
 `prefer_known` picks the assistant whose answer is one of `known` (e.g. stable's deterministic answers);
 `always_a` (pure position bias); `tie`; `garbage` (no verdict token); `rating:<n>`.
-`fail_first` makes the first N calls answer 500.
+`fail_first` makes the first N calls answer 500; `delay_s` makes every answer slow.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,7 @@ _ANSWER = re.compile(r"\[The Start of Assistant (A|B)'s Answer\]\n(.*?)\n\[The E
 class FakeJudge:
     mode: str = "prefer:candidate"
     fail_first: int = 0
+    delay_s: float = 0.0  # before each answer (a slow judge)
     known: set[str] = field(default_factory=set)
     calls: list[list[dict[str, Any]]] = field(default_factory=list)
 
@@ -51,6 +53,8 @@ class FakeJudge:
     async def chat(self, request: Request) -> JSONResponse:
         body = await request.json()
         self.calls.append(body["messages"])
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         if len(self.calls) <= self.fail_first:
             return JSONResponse({"error": {"message": "scripted failure", "type": "server_error"}}, 500)
         text = self.verdict(body["messages"][-1]["content"])
