@@ -137,7 +137,7 @@ def _run_workers(settings: Settings, log_level: str, metrics_dir: Path) -> None:
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
     if settings.workers > 1:
-        Supervisor(config, [config.bind_socket()], metrics_dir).run()
+        Supervisor(config, metrics_dir).run()
         return
     server = uvicorn.Server(config)
     server.run()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import stat
 import subprocess
 import threading
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import yaml
 from openai import OpenAI
@@ -81,6 +83,71 @@ def test_serve_two_workers_embedded_redis_metrics_and_restart(config):
         assert r.headers["x-cliffguard-version"] == "v2"
     finally:
         stop(proc)
+
+
+def _connections_per_worker(parent: int, port: int) -> dict[int, int]:
+    """Established connections to `port` held by each worker (the processes listening on it, the parent
+    aside: it holds the listening sockets too, but accepts nothing)."""
+    out: dict[int, int] = {}
+    for p in psutil.Process(parent).children(recursive=True):
+        try:
+            conns = p.net_connections(kind="tcp")
+        except psutil.Error:  # gone meanwhile (a killed worker)
+            continue
+        if any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in conns):
+            out[p.pid] = sum(c.status == psutil.CONN_ESTABLISHED and c.laddr.port == port for c in conns)
+    return out
+
+
+def _burst(port: int, n: int = 32) -> list[socket.socket]:
+    """n connections opened at once (as a client's pool does), then one request on each, all answered."""
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(n)]
+    for s in socks:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n")
+    for s in socks:
+        assert s.recv(65536).startswith(b"HTTP/1.1 200")
+    return socks
+
+
+def test_connections_opened_at_once_spread_over_the_workers_and_a_replaced_worker_takes_its_share(config):
+    path, url, env = config
+    port = int(url.rsplit(":", 1)[1])
+    proc = start(path, env)
+    try:
+        wait_up(url, proc)
+        socks = _burst(port)
+        spread = _connections_per_worker(proc.pid, port)
+        # one listening socket per worker: 32 connections split by the kernel's hash, never all on one
+        # worker (P(a side under 5 of 32) ~ 1e-5); on one shared socket the first worker awake took them all
+        assert len(spread) == 2 and sum(spread.values()) == 32 and min(spread.values()) >= 5, spread
+        for s in socks:
+            s.close()
+
+        victim = min(spread)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while set(_connections_per_worker(proc.pid, port)) in ({victim, *spread}, set(spread) - {victim}):
+            assert time.monotonic() < deadline, "the dead worker was not replaced"
+            time.sleep(0.2)
+        wait_up(url, proc)
+        time.sleep(1.0)  # the replacement's app is up: its classifier and state loaded
+        socks = _burst(port)  # answered on both slots, the dead worker's socket included
+        spread = _connections_per_worker(proc.pid, port)
+        assert victim not in spread and len(spread) == 2 and min(spread.values()) >= 5, spread
+        for s in socks:
+            s.close()
+
+        # a second gateway on the same port is refused, not let in beside the first (SO_REUSEPORT would)
+        other = yaml.safe_load(path.read_text())
+        other["data_dir"] = str(path.parent / "other-data")
+        (path.parent / "other.yaml").write_text(yaml.safe_dump(other))
+        r = subprocess.run([*CLI, "serve", "--config", str(path.parent / "other.yaml")], env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode != 0 and f"cannot listen on 127.0.0.1:{port}" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    finally:
+        out = stop(proc)
+    assert "Traceback" not in out, out
 
 
 def test_bad_config_is_a_clear_error(tmp_path):
