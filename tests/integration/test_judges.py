@@ -39,7 +39,9 @@ def judging(judge_url: str, sampling: dict[str, Any] | None = None, single: bool
         "single_when_no_candidate": single,
         "sampling": {"default_rate": 1.0, "min_per_window": 0, "max_per_second": 1000, **(sampling or {})},
         "judge": {"base_url": f"{judge_url}/v1", "model": "scripted-judge", "timeout_s": 10},
-        "worker": {"claim_idle_s": 0.3, "retry_backoff_s": 0.01, "metrics_port": None, **worker},
+        # a stop within the rig's 10 s wait, whatever is in hand (unfinished samples stay pending)
+        "worker": {"claim_idle_s": 0.3, "retry_backoff_s": 0.01, "metrics_port": None, "stop_grace_s": 3.0,
+                   **worker},
     }
 
 
