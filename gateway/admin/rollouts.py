@@ -8,11 +8,13 @@ with 409 and what is live now.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
+from redis.exceptions import RedisError
 from starlette.requests import Request
 
 from gateway.admin.api import Reason, RequiredReason, alias_view, parse
@@ -106,6 +108,10 @@ def handlers(ctx: GatewayContext) -> list[tuple[str, str, Any, bool, str, type[B
         return {"transition": event["type"], "before": alias_view(before), "after": alias_view(after)}
 
     async def state(request: Request, ident: Identity) -> Any:
+        # what Redis holds now, not what this replica last polled: an operator (or a script) that reads the
+        # state right after the controller or another replica changed it must see the change
+        with contextlib.suppress(RedisError, OSError):  # unreachable: the last snapshot, with redis_ok false
+            await ctx.state.refresh()
         snap = ctx.state.snapshot
         return {"revision": snap.revision, "redis_ok": ctx.state.redis_ok,
                 "aliases": [alias_view(a) for a in sorted(snap.aliases.values(), key=lambda a: a.name)],

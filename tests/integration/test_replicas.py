@@ -57,6 +57,16 @@ def test_two_replicas_route_identically_and_changes_apply_on_both_within_1s(back
     assert set(arms(a, users).values()) == {"v1"} and set(arms(b, users).values()) == {"v1"}
 
 
+def test_the_state_read_from_a_replica_is_current_however_long_its_poll_interval(backend_factory, gateway_factory):
+    versions, aliases = versions_and_alias(backend_factory, weight=30)
+    a, b = (gateway_factory(versions, aliases, state_refresh_s=1.0) for _ in range(2))
+    for weight in (0, 40, 10):  # each read comes well inside b's 1 s poll interval
+        r = httpx.put(f"{a.url}/admin/aliases/bot/split", headers=ADMIN, json={"candidate": "v2", "weight_pct": weight})
+        assert r.status_code == 200
+        state = httpx.get(f"{b.url}/admin/state", headers=ADMIN).json()
+        assert [x["weight_pct"] for x in state["aliases"]] == [weight]
+
+
 def test_raising_weight_never_moves_users_back(backend_factory, gateway_factory):
     versions, aliases = versions_and_alias(backend_factory, weight=5)
     gw = gateway_factory(versions, aliases)
