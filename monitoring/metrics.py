@@ -23,8 +23,28 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client import values as _values
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+
+_pid = os.getpid()
+
+
+def _process_id() -> int:
+    return _pid
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+# In multiprocess mode every write of a value asks the kernel for the process id (to notice a fork): ten
+# or so system calls per request, 5% of a worker's CPU. The id is kept here instead and renewed on fork,
+# through the library's own hook (`MultiProcessValue(process_identifier)`); set before any metric exists.
+if getattr(_values.ValueClass, "_multiprocess", False):
+    os.register_at_fork(after_in_child=_forked)
+    _values.ValueClass = _values.MultiProcessValue(process_identifier=_process_id)  # type: ignore[no-untyped-call]
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
