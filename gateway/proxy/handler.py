@@ -209,7 +209,10 @@ class ProxyHandler:
                     resp.release()
             m.child(m.IN_FLIGHT, ex.alias.name).dec()
         ex.finished = time.perf_counter()
-        when_labelled(ex.label, LABEL_WAIT_AFTER_RESPONSE_S, lambda label: self._after_response(ex, label))
+        # in the loop's next step: the answer's last writes are corked until the end of this one
+        # (gateway/processes/http_protocol.py), and metrics, guards and sampling must not hold them back
+        asyncio.get_running_loop().call_soon(when_labelled, ex.label, LABEL_WAIT_AFTER_RESPONSE_S,
+                                             lambda label: self._after_response(ex, label))
 
     async def _open_upstream(self, ex: Exchange) -> Response | GatewayError:
         """Send to the chosen version. A candidate failing before its first byte (no connection, timeout, 5xx,
