@@ -20,6 +20,7 @@ from gateway.auth import Authenticator, Identity
 from gateway.config import Settings
 from gateway.errors import GatewayError, bad_request, model_not_found, unauthorized
 from gateway.feedback import Answered, RequestLog
+from gateway.proxy.disconnect import DisconnectWatcher
 from gateway.proxy.http_client import ProtocolError, Response
 from gateway.proxy.model_name import ModelRewrite
 from gateway.proxy.request import CHAT, COMPLETIONS, RESPONSES, OpenAIRequest, parse, upstream_body
@@ -124,7 +125,7 @@ class ProxyHandler:
             return
         except ClientGone:
             return
-        await self._serve(ex, receive, send)
+        await self._serve(ex, scope, receive, send)
 
     # -- routing ---------------------------------------------------------------------------------
 
@@ -174,11 +175,11 @@ class ProxyHandler:
 
     # -- forwarding ------------------------------------------------------------------------------
 
-    async def _serve(self, ex: Exchange, receive: Receive, send: Send) -> None:
+    async def _serve(self, ex: Exchange, scope: Scope, receive: Receive, send: Send) -> None:
         m.child(m.IN_FLIGHT, ex.alias.name).inc()
         task = asyncio.current_task()
         assert task is not None
-        watcher = _DisconnectWatcher(receive, task)
+        watcher = DisconnectWatcher(scope, receive, task)
         resp: Response | None = None
         try:
             opened = await self._open_upstream(ex)
@@ -277,7 +278,7 @@ class ProxyHandler:
                 "headers": upstream + extra + self._our_headers(ex)}
 
     async def _relay_body(
-        self, ex: Exchange, resp: Response, send: Send, watcher: _DisconnectWatcher
+        self, ex: Exchange, resp: Response, send: Send, watcher: DisconnectWatcher
     ) -> None:
         try:
             body = await resp.read()
@@ -301,7 +302,7 @@ class ProxyHandler:
             ex.usage = body_usage(body)
 
     async def _relay_stream(
-        self, ex: Exchange, resp: Response, send: Send, watcher: _DisconnectWatcher
+        self, ex: Exchange, resp: Response, send: Send, watcher: DisconnectWatcher
     ) -> None:
         scanner = StreamScanner.of(ex.req, ModelRewrite.for_request(ex.version.model, ex.alias.name, ex.req.body))
         await send(self._start(ex, resp, []))
@@ -365,29 +366,6 @@ class ProxyHandler:
             self.guards.record(a, ex.alias.rollout_id, v, error=ex.status >= 500, empty=empty, ttft_s=ex.ttft_s,
                                latency_s=latency if ex.status == 200 else None,
                                category=cat if arm == Arm.CANDIDATE else None)
-
-
-class _DisconnectWatcher:
-    """Cancels the request's task when the client goes away, so the upstream request is dropped too."""
-
-    __slots__ = ("fired", "_task", "_done")
-
-    def __init__(self, receive: Receive, task: asyncio.Task[Any]) -> None:
-        self.fired = False
-        self._done = False
-        self._task = asyncio.ensure_future(self._watch(receive, task))
-
-    async def _watch(self, receive: Receive, task: asyncio.Task[Any]) -> None:
-        msg = await receive()
-        # uvicorn answers receive() with http.disconnect once the response is complete, too
-        if msg["type"] == "http.disconnect" and not self._done:
-            self.fired = True
-            task.cancel()
-
-    def stop(self) -> None:
-        if not self._done:
-            self._done = True
-            self._task.cancel()
 
 
 def _status_failure(status: int, candidate: bool) -> Failure | None:

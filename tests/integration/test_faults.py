@@ -160,6 +160,7 @@ def test_client_disconnect_cancels_upstream(backend_factory, gateway_factory):
 
 def test_client_disconnect_while_waiting_for_the_head(backend_factory, gateway_factory):
     _, cand, gw = setup(backend_factory, gateway_factory, head_delay_s=1.0)
+    before = scrape(gw.url, "cliffguard_client_disconnects_total", alias="bot", version="v2")
     body = b'{"model": "bot", "messages": []}'
     with socket.create_connection(("127.0.0.1", int(gw.url.rsplit(":", 1)[1]))) as s:
         s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
@@ -168,6 +169,7 @@ def test_client_disconnect_while_waiting_for_the_head(backend_factory, gateway_f
     time.sleep(1.5)
     ok = httpx.post(f"{gw.url}/v1/chat/completions", json={"model": "bot", "messages": MSG}, timeout=10)
     assert ok.status_code == 200  # the worker is fine
+    assert scrape(gw.url, "cliffguard_client_disconnects_total", alias="bot", version="v2") - before == 1
     assert scrape(gw.url, "cliffguard_in_flight_requests", alias="bot") == 0
 
 
