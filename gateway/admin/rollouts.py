@@ -169,8 +169,8 @@ def handlers(ctx: GatewayContext) -> list[tuple[str, str, Any, bool, str, type[B
 
     base = "/admin/aliases/{alias}"
     return [
-        ("GET", "/admin/state", state, False, "Every alias (stable, candidate, phase, weight, revision) and version",
-         None),
+        ("GET", "/admin/state", state, False,
+         "Every alias (stable, candidate, phase, weight, revision) and version, as Redis holds them now", None),
         ("GET", f"{base}/stats", stats, False, "The controller's analysis of the rollout: per-category estimates, "
          "bounds, gates, time to decision, guards and exposure", None),
         ("PUT", f"{base}/split", split, True, "Set candidate and weight by hand (the controller only analyses it)",
