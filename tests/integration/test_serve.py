@@ -99,9 +99,9 @@ def _connections_per_worker(parent: int, port: int) -> dict[int, int]:
     return out
 
 
-def _burst(port: int, n: int = 32) -> list[socket.socket]:
+def _burst(port: int, n: int = 32, timeout_s: float = 10) -> list[socket.socket]:
     """n connections opened at once (as a client's pool does), then one request on each, all answered."""
-    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(n)]
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=timeout_s) for _ in range(n)]
     for s in socks:
         s.sendall(b"GET /healthz HTTP/1.1\r\nhost: gw\r\n\r\n")
     for s in socks:
@@ -109,7 +109,7 @@ def _burst(port: int, n: int = 32) -> list[socket.socket]:
     return socks
 
 
-def test_connections_opened_at_once_spread_over_the_workers_and_a_replaced_worker_takes_its_share(config):
+def test_connections_opened_at_once_spread_over_the_workers_and_a_replaced_or_added_worker_takes_its_share(config):
     path, url, env = config
     port = int(url.rsplit(":", 1)[1])
     proc = start(path, env)
@@ -134,6 +134,32 @@ def test_connections_opened_at_once_spread_over_the_workers_and_a_replaced_worke
         socks = _burst(port)  # answered on both slots, the dead worker's socket included
         spread = _connections_per_worker(proc.pid, port)
         assert victim not in spread and len(spread) == 2 and min(spread.values()) >= 5, spread
+        for s in socks:
+            s.close()
+
+        # SIGTTIN opens a third slot, socket and worker; SIGTTOU retires the last worker and closes its socket
+        def slots() -> int:
+            return sum(c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                       for c in psutil.Process(proc.pid).net_connections(kind="tcp"))
+
+        os.kill(proc.pid, signal.SIGTTIN)
+        deadline = time.monotonic() + 30
+        while slots() != 3 or len(_connections_per_worker(proc.pid, port)) != 3:
+            assert time.monotonic() < deadline, "SIGTTIN opened no slot"
+            time.sleep(0.2)
+        socks = _burst(port, 48, timeout_s=60)  # the new worker's share waits on its socket until its app is up
+        spread = _connections_per_worker(proc.pid, port)
+        assert len(spread) == 3 and sum(spread.values()) == 48 and min(spread.values()) >= 5, spread
+        for s in socks:
+            s.close()
+        os.kill(proc.pid, signal.SIGTTOU)
+        deadline = time.monotonic() + 30
+        while slots() != 2:
+            assert time.monotonic() < deadline, "SIGTTOU closed no slot"
+            time.sleep(0.2)
+        socks = _burst(port)  # every connection answered: none lands on the closed socket
+        spread = _connections_per_worker(proc.pid, port)
+        assert len(spread) == 2 and sum(spread.values()) == 32 and min(spread.values()) >= 5, spread
         for s in socks:
             s.close()
 
