@@ -192,8 +192,6 @@ def _redis_pid(data_dir: Path) -> tuple[int, Path]:
     return int((tmp / "redis.pid").read_text()), tmp
 
 
-
-
 @pytest.mark.parametrize(("sig", "workers", "group"), [
     (signal.SIGTERM, 2, False),  # Docker and Kubernetes: SIGTERM to the container's first process
     (signal.SIGTERM, 1, False),  # one worker: uvicorn runs it in the parent process
