@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import shutil
 import socket
 import subprocess
@@ -17,10 +18,26 @@ import redis
 import uvicorn
 
 
+_LOCAL_PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port free now for a server that binds it later. Never one handed out before in this run (two servers
+    were once given the same one), and below the kernel's ephemeral range, from which every outgoing
+    connection takes its local port: one of those cannot take it first."""
+    first_ephemeral = int(_LOCAL_PORT_RANGE.read_text().split()[0]) if _LOCAL_PORT_RANGE.exists() else 32768
+    while True:
+        port = random.randrange(10000, first_ephemeral)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # in use
+                continue
+        _handed_out.add(port)
+        return port
 
 
 class ThreadServer:
