@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -20,8 +21,9 @@ _MIX = np.int64(1_000_003)
 def _counts(ids: Sequence[Sequence[int]], vocab: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row, column, count) of every token and bigram, one row per text; columns [0, vocab) are
     tokens, the rest hashed bigrams. Sorted by row, then column."""
-    lens = np.fromiter((min(len(s), MAX_TOKENS) for s in ids), np.int64, len(ids))
-    tokens = np.fromiter((t for s in ids for t in s[:MAX_TOKENS]), np.int64, int(lens.sum()))
+    cut = [s[:MAX_TOKENS] for s in ids]
+    lens = np.fromiter(map(len, cut), np.int64, len(cut))
+    tokens = np.fromiter(chain.from_iterable(cut), np.int64, int(lens.sum()))
     rows = np.repeat(np.arange(len(ids), dtype=np.int64), lens)
     within = rows[:-1] == rows[1:]  # bigrams never span two texts
     bigrams = vocab + (tokens[:-1][within] * _MIX + tokens[1:][within]) % (1 << BIGRAM_BITS)
@@ -67,7 +69,7 @@ class LexicalFeatures:
         rows, pos, data = self.entries(ids)
         out = np.zeros((len(ids), coef.shape[0]))
         if len(rows):  # rows come sorted: sum each text's run of entries
-            starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+            starts = np.flatnonzero(np.concatenate(([True], rows[1:] != rows[:-1])))
             out[rows[starts]] = np.add.reduceat(coef.T[pos] * data[:, None], starts, axis=0)
         return out
 
