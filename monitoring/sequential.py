@@ -37,7 +37,13 @@ ASSUMED_VARIANCE = 0.6  # E[(X - m)^2] with ~40% ties; only shapes the bets (pow
 MAX_BET = 0.45  # keeps every factor positive for any m in [-1, 1] (needs b < 1/2)
 _ROLLBACK_GRID = ((0.25, 0.1), (0.5, 0.1), (1.0, 0.7), (2.0, 0.1))  # (multiple of the design bet, weight)
 _PROMOTION_GRID = ((0.4, 0.2), (0.65, 0.5), (1.0, 0.2), (1.6, 0.1))  # tuned: bench/rollback_evidence.sh
-_BISECTION_STEPS = 32  # bounds to about 5e-10 on [-1, 1]
+# a bound's search narrows its bracket to 2 / 2**24 (about 1.2e-7) on [-1, 1]. A few bounds at a time (the
+# controller's guards: up to 45 rates) cost numpy's per-call overhead more than arithmetic, so each step
+# splits the bracket in 16 (6 steps, not 24 halvings): a guard evaluation went from about 100 to 40 ms
+# (bench/guard_evaluation.py). Many at a time (simulations) are arithmetic, where halving does the least.
+_SEARCH_BITS = 24
+_FEW_BOUNDS = 256
+
 
 Floats = NDArray[np.float64]
 
@@ -94,18 +100,24 @@ def log_evalue(wins: ArrayLike, ties: ArrayLike, losses: ArrayLike, m: ArrayLike
 
 def bound(wins: ArrayLike, ties: ArrayLike, losses: ArrayLike, grid: BetGrid, direction: int,
           threshold: float) -> Floats:
-    """The end of the anytime-valid interval on one side (vectorised bisection): for direction +1 the
+    """The end of the anytime-valid interval on one side (vectorised search): for direction +1 the
     lower bound, the smallest m whose `above(m)` stays below the threshold; for -1 the upper bound."""
     w, t, lo = (np.asarray(a, dtype=np.float64) for a in (wins, ties, losses))
     shape = np.broadcast(w, t, lo).shape
-    # rejected side and kept side of the bisection: above(m) shrinks with m, below(m) grows with m
+    # rejected side and kept side of the bracket: above(m) shrinks with m, below(m) grows with m
     rej = np.full(shape, -1.0 if direction > 0 else 1.0)
     keep = np.full(shape, 1.0 if direction > 0 else -1.0)
     edge = log_evalue(w, t, lo, rej, grid, direction) < threshold  # nothing rejected: the bound is the edge
-    for _ in range(_BISECTION_STEPS):
-        mid = (rej + keep) / 2
-        hit = log_evalue(w, t, lo, mid, grid, direction) >= threshold
-        rej, keep = np.where(hit, mid, rej), np.where(hit, keep, mid)
+    w, t, lo = (np.broadcast_to(a, shape)[..., None] for a in (w, t, lo))
+    bits = 4 if rej.size <= _FEW_BOUNDS else 1
+    inside = np.arange(1, 2**bits) / 2**bits
+    for _ in range(_SEARCH_BITS // bits):
+        points = np.concatenate([rej[..., None], rej[..., None] + (keep - rej)[..., None] * inside,
+                                 keep[..., None]], axis=-1)
+        # rejection is monotone along the points: the first `hits` interior points are rejected
+        hits = (log_evalue(w, t, lo, points[..., 1:-1], grid, direction) >= threshold).sum(axis=-1)[..., None]
+        rej = np.take_along_axis(points, hits, -1)[..., 0]
+        keep = np.take_along_axis(points, hits + 1, -1)[..., 0]
     return np.where(edge, -1.0 if direction > 0 else 1.0, keep)
 
 

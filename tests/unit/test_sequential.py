@@ -11,6 +11,7 @@ from monitoring.sequential import (
     CategoryTest,
     Counts,
     analyse,
+    bound,
     log_evalue,
     rate_bounds,
     rate_interval,
@@ -66,6 +67,32 @@ def test_the_interval_is_exactly_the_decisions(c):
     assert bool(t.rejected(c.wins, c.ties, c.losses)) == (hi < -t.tolerance)
     for margin in (0.05, 0.0575, 0.065, 0.0825, 0.10):
         assert bool(t.cleared(c.wins, c.ties, c.losses, margin)) == (lo > -margin)
+
+
+@pytest.mark.parametrize("copies", [1, 8])  # 40 bounds at once (searched by sixteenths), 320 (by halves)
+@pytest.mark.parametrize("direction", [+1, -1])
+def test_the_bound_is_the_edge_of_the_rejected_region_within_2e_7_and_on_the_kept_side(direction, copies):
+    """The vectorised search against a plain bisection (64 halvings) of the same e-process: the bound is
+    never inside the rejected region, and at most 2e-7 wider than the true edge."""
+    grid = make_test().rollback
+    threshold = math.log(1 / ALPHA_K)
+    rng = np.random.default_rng(7)
+    counts = rng.integers(0, 3000, size=(40, 3))
+    counts[:3] = [(0, 0, 0), (5, 0, 0), (0, 0, 5)]  # no data, and one-sided data: the edge cases
+    many = np.tile(counts, (copies, 1))
+    found = bound(many[:, 0], many[:, 1], many[:, 2], grid, direction, threshold)[:len(counts)]
+    for c, got in zip(counts, found, strict=True):
+        def rejected(m, c=c):
+            return float(log_evalue(c[0], c[1], c[2], m, grid, direction)) >= threshold
+        rej, keep = (-1.0, 1.0) if direction > 0 else (1.0, -1.0)
+        if not rejected(rej):
+            assert got == rej
+            continue
+        for _ in range(64):
+            mid = (rej + keep) / 2
+            rej, keep = (mid, keep) if rejected(mid) else (rej, mid)
+        assert not rejected(got)
+        assert 0 <= (got - keep) * direction <= 2e-7
 
 
 def _first_hits(p, runs, max_pairs, every, hit, seed=0):
