@@ -69,11 +69,15 @@ def cmdline(pid: int) -> str:
         return "?"
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def memory_mb(pid: int) -> tuple[float, float]:
+    """RSS and PSS (pages shared with other processes, such as the memory-mapped token table, count
+    once per process in RSS and as a share in PSS)."""
+    found = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("Rss", "Pss"):
+            found[key] = int(rest.split()[0]) / 1024
+    return found.get("Rss", 0.0), found.get("Pss", 0.0)
 
 
 def load(url: str, mode: str, n: int, concurrency: int, users: int) -> dict:
@@ -206,15 +210,16 @@ def main() -> None:
         rows = []
         for pid in pids:
             if pid in before and pid in after:
-                rows.append((pid, cmdline(pid), after[pid] - before[pid], rss_mb(pid)))
+                rows.append((pid, cmdline(pid), after[pid] - before[pid], *memory_mb(pid)))
         total = sum(r[2] for r in rows)
         n = result.get("requests") or args.n
         print(f"mode={args.mode} n={n} c={args.c} errors={result.get('errors')} req/s={result.get('rps')} "
               f"p50={result.get('p50_ms')} ms p99={result.get('p99_ms')} ms "
               f"wall={wall:.1f}s")
-        for pid, cmd, cpu, rss in rows:
+        for pid, cmd, cpu, rss, pss in rows:
             if cpu > 0.05:
-                print(f"  pid {pid:>7}  cpu {cpu:7.2f} s  {1e6 * cpu / n:8.1f} us/req  rss {rss:6.1f} MB  {cmd}")
+                print(f"  pid {pid:>7}  cpu {cpu:7.2f} s  {1e6 * cpu / n:8.1f} us/req  rss {rss:6.1f} MB  "
+                      f"pss {pss:6.1f} MB  {cmd}")
         batches, batched = by_layer.pop("batches", 0.0), by_layer.pop("batched", 0.0)
         counted = sum(by_layer.values()) or 1.0
         print("labelled by: " + ", ".join(f"{k} {v / counted:.1%}" for k, v in sorted(by_layer.items()))
