@@ -17,7 +17,6 @@ from typing import Any
 import redis
 import uvicorn
 
-
 _LOCAL_PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 _handed_out: set[int] = set()
 
