@@ -22,9 +22,10 @@ def counts(rng: random.Random, requests: int, error_rate: float) -> g.VersionCou
     c = g.VersionCounts()
     c.requests, c.errors, c.empty = requests, int(requests * error_rate), int(requests * 0.002)
     c.feedback, c.negative = requests // 50, requests // 500
-    for _ in range(2000):
-        c.ttft[rng.randint(3, 20)] = c.ttft.get(rng.randint(3, 20), 0) + requests // 2000
-        c.latency[rng.randint(2, 25)] = c.latency.get(rng.randint(2, 25), 0) + requests // 2000
+    for _ in range(2000):  # histogram buckets: latencies spread over the guards' edges
+        ttft, latency = rng.randint(3, 20), rng.randint(2, 25)
+        c.ttft[ttft] = c.ttft.get(ttft, 0) + requests // 2000
+        c.latency[latency] = c.latency.get(latency, 0) + requests // 2000
     return c
 
 
