@@ -1,8 +1,11 @@
-"""Building the request classifier for a gateway process (model load, service start, metrics)."""
+"""Building the request classifier for a gateway process (model load, service start, metrics): the model
+in a thread of this process, or, under `cliffguard serve` with several workers, a link to the host's
+classifier process (`gateway/processes/classifier_host.py`)."""
 
 from __future__ import annotations
 
 import logging
+import os
 from functools import cache
 from pathlib import Path
 
@@ -11,9 +14,12 @@ from monitoring import metrics as m
 from router.classify import RequestClassifier, Taxonomy
 from router.classify.embedder import Encoder, default_cache_dir, make_encoder
 from router.classify.model import EmbeddingClassifier
+from router.classify.remote import RemoteClassifier
 from router.classify.service import ClassifierService
 
 log = logging.getLogger("cliffguard.classifier")
+SOCKET_ENV = "CLIFFGUARD_CLASSIFIER_SOCKET"  # set by `serve` for its workers: where the classifier process listens
+CONNECT_WAIT_S = 5.0  # the process listens before the workers start: this only bounds a worker's startup
 
 
 def cache_dir(cfg: ClassifierConfig) -> Path:
@@ -30,7 +36,7 @@ def shared_encoder(cfg: ClassifierConfig) -> Encoder:
     return _encoder(cfg.encoder, cfg.model_path, cfg.max_tokens, cfg.threads, cache_dir(cfg))
 
 
-def _observe_batch(size: int, seconds: float) -> None:
+def observe_batch(size: int, seconds: float) -> None:
     m.CLASSIFIER_BATCH_SIZE.observe(size)
     m.CLASSIFIER_BATCH_SECONDS.observe(seconds)
 
@@ -46,15 +52,22 @@ def prepare(cfg: ClassifierConfig) -> None:
         load_model(cfg)
 
 
-def build_classifier(cfg: ClassifierConfig) -> RequestClassifier:
+async def build_classifier(cfg: ClassifierConfig) -> RequestClassifier:
     if not cfg.enabled:
         return RequestClassifier(Taxonomy.build(cfg.taxonomy), None)
+    path = os.environ.get(SOCKET_ENV)
+    if path:
+        remote = RemoteClassifier(path, queue_size=cfg.queue_size, cache_size=cfg.cache_size)
+        remote.start()
+        if not await remote.wait_connected(CONNECT_WAIT_S):
+            log.warning("classifier process not reachable at %s yet; labelling unclassified until it is", path)
+        return RequestClassifier(Taxonomy.build(cfg.taxonomy), remote)
     taxonomy, model = load_model(cfg)
     embedder = model.embedder
     service = ClassifierService(
         model.classify, min_confidence=cfg.min_confidence, batch_size=cfg.batch_size,
         batch_wait_s=cfg.batch_wait_ms / 1000, queue_size=cfg.queue_size, cache_size=cfg.cache_size,
-        on_batch=_observe_batch,
+        on_batch=observe_batch,
     )
     service.start()
     log.info("classifier ready: %s, categories %s", embedder.name, ", ".join(taxonomy.names))

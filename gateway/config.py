@@ -143,11 +143,14 @@ class ClassifierConfig(_Strict):
                                                      "cached; default ~/.cache/cliffguard")
     min_confidence: float = Field(0.2, ge=0, le=1, description="below it the category is `other`")
     max_tokens: int = Field(128, ge=8, le=512)
-    threads: int = Field(1, ge=1, le=16, description="torch threads per gateway process (contextual encoder)")
+    threads: int = Field(1, ge=1, le=16, description="torch threads of the process that runs the model "
+                                                    "(contextual encoder)")
     batch_size: int = Field(32, ge=1, le=512)
-    batch_wait_ms: float = Field(2.0, ge=0, le=100, description="how long an idle classifier thread lets a "
-                                                               "batch gather (a busy one never waits)")
-    queue_size: int = Field(512, ge=1)
+    batch_wait_ms: float = Field(2.0, ge=0, le=100, description="how long a batch may gather: when the model's "
+                                 "thread wakes from idle (one worker), or from each batch's first request (the "
+                                 "classifier process of several workers); a full batch never waits")
+    queue_size: int = Field(512, ge=1, description="requests waiting for the model per worker; past it a request "
+                                                   "is labelled `unclassified` at once")
     cache_size: int = Field(20_000, ge=0)
     pin_wait_ms: float = Field(100.0, ge=0, description="how long routing may wait for the category when "
                                                         "the alias pins categories to stable")

@@ -90,7 +90,7 @@ class GatewayContext:
         state = LiveState(store, settings.state_refresh_s, on_change=_export_state,
                           on_redis_status=lambda ok: m.REDIS_UP.set(1 if ok else 0))
         await state.start(seed=declared)
-        classifier = build_classifier(settings.classifier)
+        classifier = await build_classifier(settings.classifier)
         notifier = Notifier(settings.controller.webhooks)
         analyses = AnalysisMirror(store)
         analyses.start()

@@ -2,8 +2,9 @@
 
 The parent process prepares the classifier (in a child), makes sure there is an admin token, prepares
 the Prometheus multiprocess directory and starts the embedded Redis (when no URL is configured) before
-the workers exist, so every worker shares them. It then runs the workers under a supervisor that
-replaces dead ones and forgets their live gauges.
+the workers exist, so every worker shares them. With several workers it starts the classifier process
+that serves them all (`classifier_host.py`). It then runs the workers under a supervisor that replaces
+dead ones (and a dead classifier process) and forgets their live gauges.
 
 SIGTERM (what Docker, systemd and Kubernetes send) and SIGINT stop it the same way: the workers stop
 accepting, finish the requests in flight, streams included, within SHUTDOWN_GRACE_S, then the embedded
@@ -117,6 +118,8 @@ def _run_workers(settings: Settings, log_level: str, metrics_dir: Path) -> None:
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
+    from gateway.classification import SOCKET_ENV
+    from gateway.processes.classifier_host import ClassifierHost
     from gateway.processes.http_protocol import GatewayHttpProtocol
     from gateway.processes.supervisor import Supervisor
 
@@ -137,7 +140,15 @@ def _run_workers(settings: Settings, log_level: str, metrics_dir: Path) -> None:
         timeout_graceful_shutdown=SHUTDOWN_GRACE_S,
     )
     if settings.workers > 1:
-        Supervisor(config, metrics_dir).run()
+        host = ClassifierHost(settings.classifier) if settings.classifier.enabled else None
+        try:
+            if host:
+                host.start()
+                os.environ[SOCKET_ENV] = host.path  # the workers link to it instead of loading the model
+            Supervisor(config, metrics_dir, host).run()
+        finally:
+            if host:
+                host.stop()  # after the workers: the requests they finished while draining were labelled
         return
     server = uvicorn.Server(config)
     server.run()

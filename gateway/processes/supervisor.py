@@ -30,6 +30,8 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 from uvicorn.supervisors.multiprocess import Process
 
+from gateway.processes.classifier_host import ClassifierHost
+
 log = logging.getLogger("uvicorn.error")
 
 _LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
@@ -75,10 +77,11 @@ class SlotSockets:
 
 
 class Supervisor(Multiprocess):
-    def __init__(self, config: Config, metrics_dir: Path) -> None:
+    def __init__(self, config: Config, metrics_dir: Path, classifier: ClassifierHost | None = None) -> None:
         self.slots = SlotSockets(config.host, config.port, config.backlog)
         super().__init__(config, [self.slots.open() for _ in range(config.workers)])
         self.metrics_dir = metrics_dir
+        self.classifier = classifier
         log.info("cliffguard listening on http://%s:%d with %d workers", config.host, self.slots.port,
                  config.workers)
 
@@ -94,6 +97,8 @@ class Supervisor(Multiprocess):
         # runs every half second, after the signals (SIGHUP and SIGTTOU retire workers) were handled
         if self.should_exit.is_set():
             return
+        if self.classifier:
+            self.classifier.ensure_running()
         for slot, process in enumerate(self.processes):
             if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
                 continue

