@@ -10,6 +10,7 @@ from functools import cache
 from pathlib import Path
 
 from gateway.config import ClassifierConfig
+from gateway.processes.classifier_host import SOCKET_ENV
 from monitoring import metrics as m
 from router.classify import RequestClassifier, Taxonomy
 from router.classify.embedder import Encoder, default_cache_dir, make_encoder
@@ -18,7 +19,6 @@ from router.classify.remote import RemoteClassifier
 from router.classify.service import ClassifierService
 
 log = logging.getLogger("cliffguard.classifier")
-SOCKET_ENV = "CLIFFGUARD_CLASSIFIER_SOCKET"  # set by `serve` for its workers: where the classifier process listens
 CONNECT_WAIT_S = 5.0  # the process listens before the workers start: this only bounds a worker's startup
 
 

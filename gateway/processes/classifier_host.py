@@ -43,6 +43,7 @@ from router.classify.wire import FrameError, FrameReader, parse_request, reply_f
 log = logging.getLogger("cliffguard.classifier")
 parent_log = logging.getLogger("uvicorn.error")  # the parent's handle logs with the supervisor
 
+SOCKET_ENV = "CLIFFGUARD_CLASSIFIER_SOCKET"  # set by `serve` for its workers: where the process listens
 READY_TIMEOUT_S = 300.0  # loading a fitted model takes seconds; a contextual encoder on a slow disk more
 
 

@@ -118,8 +118,7 @@ def _run_workers(settings: Settings, log_level: str, metrics_dir: Path) -> None:
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
-    from gateway.classification import SOCKET_ENV
-    from gateway.processes.classifier_host import ClassifierHost
+    from gateway.processes.classifier_host import SOCKET_ENV, ClassifierHost
     from gateway.processes.http_protocol import GatewayHttpProtocol
     from gateway.processes.supervisor import Supervisor
 
