@@ -11,11 +11,11 @@ from pathlib import Path
 
 from gateway.config import ClassifierConfig
 from gateway.processes.classifier_host import SOCKET_ENV
+from gateway.processes.classifier_link import RemoteClassifier
 from monitoring import metrics as m
 from router.classify import RequestClassifier, Taxonomy
 from router.classify.embedder import Encoder, default_cache_dir, make_encoder
 from router.classify.model import EmbeddingClassifier
-from router.classify.remote import RemoteClassifier
 from router.classify.service import ClassifierService
 
 log = logging.getLogger("cliffguard.classifier")

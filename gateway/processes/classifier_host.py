@@ -10,7 +10,7 @@ prompt: the per-batch numpy work is shared), and the model's memory is held once
 The process serves frames (`router/classify/wire.py`) on a unix socket in a private temporary directory
 (mode 0700). A batch starts `batch_wait_ms` after its first request arrived, or at once when
 `batch_size` are waiting; while it runs, new requests wait in the socket buffers and form the next one.
-The workers' side (`router/classify/remote.py`) fails open: while this process is down they label
+The workers' side (`classifier_link.py`) fails open: while this process is down they label
 `unclassified` and never wait for it.
 
 `ClassifierHost` is the parent's handle: it starts the process before the workers, replaces it when it
@@ -165,10 +165,6 @@ class ClassifierHost:
         self.dir = Path(tempfile.mkdtemp(prefix="cliffguard-"))  # 0700: only this user reaches the socket
         self.path = str(self.dir / "classifier.sock")
         self._proc: BaseProcess | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc else None
 
     def _spawn(self) -> BaseProcess:
         ctx = multiprocessing.get_context("spawn")

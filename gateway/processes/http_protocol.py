@@ -23,46 +23,17 @@ from typing import Any, cast
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from gateway.errors import error_body
+from gateway.processes.corked import CorkedTransport
 from gateway.proxy.disconnect import ON_DISCONNECT
 
 _MALFORMED = error_body("Malformed HTTP request: it could not be parsed.", "invalid_request_error", None,
                         "invalid_http")
 
 
-class _CorkedTransport:
-    """Buffers writes made during one step of the event loop and sends them as one."""
-
-    __slots__ = ("_transport", "_loop", "_pending")
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._pending: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        if not self._pending:
-            self._loop.call_soon(self._flush)
-        self._pending.append(data)
-
-    def _flush(self) -> None:
-        if self._pending:
-            data = self._pending[0] if len(self._pending) == 1 else b"".join(self._pending)
-            self._pending.clear()
-            if not self._transport.is_closing():
-                self._transport.write(data)
-
-    def close(self) -> None:
-        self._flush()
-        self._transport.close()
-
-    def __getattr__(self, name: str) -> Any:  # is_closing, pause_reading, get_extra_info...
-        return getattr(self._transport, name)
-
-
 class GatewayHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.transport = _CorkedTransport(transport, self.loop)  # type: ignore[assignment]
+        self.transport = CorkedTransport(transport, self.loop)  # type: ignore[assignment]
 
     def on_headers_complete(self) -> None:
         # where the request may leave a callback (gateway/proxy/disconnect.py)

@@ -2,7 +2,7 @@
 repeated prompts at once, identical requests in flight share one answer, and a bounded queue sheds load:
 past it a request is labelled `unclassified` immediately instead of waiting (never delaying or failing
 the request). `ClassifierService` runs the model in a thread that micro-batches concurrent requests;
-`remote.py` sends them to the host's classifier process instead."""
+`gateway/processes/classifier_link.py` sends them to the host's classifier process instead."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ class ServiceStats:
 class LabelService:
     """What every classifier front shares: `submit` answers from an LRU cache of labels, joins a request
     identical to one in flight, or hands the parts to `_enqueue` (the model's queue: a thread here, the
-    host's classifier process in `remote.py`); `_resolve` delivers the model's labels."""
+    host's classifier process in `gateway/processes/classifier_link.py`); `_resolve` delivers the model's labels."""
 
     def __init__(self, *, cache_size: int) -> None:
         self.cache_size = cache_size

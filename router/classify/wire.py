@@ -3,9 +3,8 @@ classifier_host.py`), over a unix socket. Pure.
 
 A frame is a 4-byte big-endian length and a JSON document. A worker sends `[id, [part, ...]]` per
 request; the host answers with `[[id, category, confidence, layer], ...]`, one frame per batch and
-worker. JSON (orjson: about 4 us per request for both ends, against 25 for the standard library's json on
-long prompts, and less than a hand-packed binary format parsed in Python), not pickle: a frame never
-becomes code, whoever wrote it.
+worker. JSON through orjson (`bench/classifier_frames.py`: about 1 us to encode a request, against 7
+with the standard library's json), not pickle: a frame never becomes code, whoever wrote it.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ import yaml
 from openai import OpenAI
 from prometheus_client.mmap_dict import MmapedDict
 
-from tests.support.metrics import sample
+from tests.support.metrics import sample, scrape
 from tests.support.serve import CLI, running, start, stop, wait_up
 from tests.support.servers import free_port
 
@@ -141,8 +141,9 @@ def test_one_classifier_process_labels_for_both_workers_and_a_killed_one_is_repl
         _until(lambda: _model_labels(url) == 20)
 
         os.kill(pid, signal.SIGKILL)
-        for i in range(10):  # while it is gone, requests are answered (labelled unclassified)
+        for i in range(10):  # while it is gone (its replacement loads the model), requests are answered
             assert _chat(url, f"Summarize the history of bridge number {i} in two lines").status_code == 200
+        _until(lambda: scrape(url, "cliffguard_classifications_total", layer="unclassified") > 0)  # fail-open
         replacement = _until(lambda: (found := _classifier_process(proc.pid)) and found[0] != pid and found[0])
         labelled = _model_labels(url)
         for i in range(10):  # both workers reconnect to the replacement

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from gateway.config import ClassifierConfig
-from gateway.processes.classifier_host import serve_model
+from gateway.processes.classifier_host import ClassifierHost, serve_model
+from gateway.processes.classifier_link import RemoteClassifier
 from router.classify.layers import Label
-from router.classify.remote import RemoteClassifier
 from router.classify.wire import MAX_FRAME, FrameError, FrameReader, frame, parse_replies, parse_request, request_frame
 
 
@@ -165,3 +165,13 @@ async def test_in_flight_requests_are_bounded(tmp_path):
         labels = await asyncio.wait_for(asyncio.gather(*futs), 5)
         assert [lab.category for lab in labels] == ["math"] * 3 + ["unclassified"] * 2
         client.stop()
+
+
+def test_a_classifier_process_that_cannot_start_stops_serve_with_a_clear_error(tmp_path):
+    host = ClassifierHost(ClassifierConfig(artifact=tmp_path / "missing.npz"))
+    try:
+        with pytest.raises(SystemExit, match="classifier process failed to start"):
+            host.start()
+    finally:
+        host.stop()
+    assert not Path(host.path).parent.exists()  # its socket's directory removed

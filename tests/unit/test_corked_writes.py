@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, cast
 
-from gateway.processes.http_protocol import _CorkedTransport
+from gateway.processes.corked import CorkedTransport
 
 
 class RecordingTransport:
@@ -29,7 +29,7 @@ class RecordingTransport:
 
 async def test_writes_in_one_step_leave_together_and_close_sends_what_is_pending_first() -> None:
     raw = RecordingTransport()
-    corked = _CorkedTransport(cast(asyncio.Transport, raw), asyncio.get_running_loop())
+    corked = CorkedTransport(cast(asyncio.Transport, raw), asyncio.get_running_loop())
     corked.write(b"HTTP/1.1 200 OK\r\n\r\n")
     corked.write(b"{}")
     assert raw.writes == []
@@ -43,7 +43,7 @@ async def test_writes_in_one_step_leave_together_and_close_sends_what_is_pending
 
 async def test_nothing_is_written_to_a_transport_already_closing() -> None:
     raw = RecordingTransport()
-    corked = _CorkedTransport(cast(asyncio.Transport, raw), asyncio.get_running_loop())
+    corked = CorkedTransport(cast(asyncio.Transport, raw), asyncio.get_running_loop())
     corked.write(b"data")
     raw.closed = True  # the client went away before the step ended
     await asyncio.sleep(0)

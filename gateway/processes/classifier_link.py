@@ -1,6 +1,6 @@
 """A gateway worker's classifier when the model runs in the host's classifier process
-(`gateway/processes/classifier_host.py`): the same `submit` as the thread service (cache, in-flight
-sharing, never blocking), with the parts sent over a unix socket (`wire.py`).
+(`classifier_host.py`): the same `submit` as the thread service (`router/classify/service.py`: cache,
+in-flight sharing, never blocking), with the parts sent over a unix socket (`router/classify/wire.py`).
 
 Fail-open: while the process is unreachable (starting, or replaced after a crash) a request is labelled
 `unclassified` at once, and the requests in flight when the connection drops are labelled `unclassified`
@@ -15,6 +15,7 @@ import itertools
 import logging
 from typing import cast
 
+from gateway.processes.corked import CorkedTransport
 from router.classify.layers import Label
 from router.classify.service import NO_LABEL, LabelService, Parts
 from router.classify.wire import FrameError, FrameReader, parse_replies, request_frame
@@ -50,10 +51,6 @@ class RemoteClassifier(LabelService):
             self._task.cancel()
         if self._link:
             self._link.close()
-
-    @property
-    def connected(self) -> bool:
-        return self._link is not None
 
     async def _keep_connected(self) -> None:
         assert self._loop is not None and self._connected is not None
@@ -106,18 +103,18 @@ class RemoteClassifier(LabelService):
 
 
 class _Link(asyncio.Protocol):
-    """One connection to the process. Frames written during one step of the event loop leave in one
-    write (one system call for all the requests a step accepted)."""
+    """One connection to the process. Corked: the frames of all the requests one step of the event loop
+    accepted leave in one write."""
 
     def __init__(self, owner: RemoteClassifier) -> None:
         self._owner = owner
         self._reader = FrameReader()
-        self._out: list[bytes] = []
-        self._transport: asyncio.Transport | None = None
+        self._transport: CorkedTransport | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports are not its subclasses
+        # uvloop's transports are not asyncio.Transport's subclasses
+        self._transport = CorkedTransport(cast(asyncio.Transport, transport), asyncio.get_running_loop())
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -132,14 +129,8 @@ class _Link(asyncio.Protocol):
             self.closed.set_result(None)
 
     def send(self, data: bytes) -> None:
-        if not self._out:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._out.append(data)
-
-    def _flush(self) -> None:
-        data, self._out = b"".join(self._out), []
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(data)
+        assert self._transport is not None
+        self._transport.write(data)
 
     def close(self) -> None:
         if self._transport is not None:
